@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics for operators."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.deps import RuntimeDep
+from gateway.jsonio import JSONResponse
+
+router = APIRouter(tags=["operations"])
+READY_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(rt: RuntimeDep) -> JSONResponse:
+    async def run(check_name: str) -> tuple[str, str | None]:
+        try:
+            await asyncio.wait_for(rt.ready_checks[check_name](), READY_TIMEOUT_SECONDS)
+        except Exception as exc:
+            return check_name, f"{type(exc).__name__}: {exc}" or "unavailable"
+        return check_name, None
+
+    results = await asyncio.gather(*(run(name) for name in rt.ready_checks))
+    checks = {name: ("ok" if err is None else err) for name, err in results}
+    ready = all(err is None for _, err in results)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics() -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+"""create_app(settings): the ASGI application and the lifespan that opens pools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import feed, health, rooms
+from gateway.errors import install_error_handlers
+from gateway.jsonio import JSONResponse
+from gateway.limits import BodySizeLimit
+from gateway.runtime import open_runtime
+from gateway.settings import Settings
+
+ROUTERS = [health.router, rooms.router, feed.router]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(
+        title="DAARION City gateway",
+        version="0.1.0",
+        description="Public rooms, presence, city feed, Second Me, and the Matrix bridge.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.city_max_request_bytes)
+    return app

@@ -1,0 +1,79 @@
+"""Who is calling: user JWTs (HS256) and the internal service token."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from gateway.errors import AppError, unauthorized
+
+USER_ID_RE = re.compile(r"^u_[A-Za-z0-9_.=\-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a city user, or a trusted service (no user)."""
+
+    user_id: str | None
+    name: str | None = None
+    is_service: bool = False
+
+    def require_user(self) -> str:
+        if self.user_id is None:
+            raise AppError(403, "forbidden", "this call needs a user token")
+        return self.user_id
+
+    def may_act_as(self, user_id: str) -> bool:
+        """A service may name any user; a user only themself."""
+        return self.is_service or self.user_id == user_id
+
+
+def mint_token(secret: str, user_id: str, name: str | None = None, ttl_seconds: int = 86400) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def decode_user_token(secret: str, token: str) -> Principal:
+    """Validate a user JWT; any problem is a 401 with the reason."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+    except jwt.ExpiredSignatureError:
+        raise unauthorized("token expired") from None
+    except jwt.PyJWTError:
+        raise unauthorized("invalid token") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not USER_ID_RE.match(sub):
+        raise unauthorized("token subject is not a city user id")
+    name = claims.get("name")
+    return Principal(user_id=sub, name=name if isinstance(name, str) and name.strip() else None)
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def is_internal_token(expected: str | None, presented: str) -> bool:
+    return expected is not None and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def authenticate(
+    token: str | None, *, jwt_secret: str, internal_token: str | None, allow_service: bool
+) -> Principal:
+    """A user JWT, or (where the route allows it) the internal service token."""
+    if not token:
+        raise unauthorized("missing bearer token")
+    if allow_service and is_internal_token(internal_token, token):
+        return Principal(user_id=None, is_service=True)
+    return decode_user_token(jwt_secret, token)

@@ -1,0 +1,54 @@
+"""PostgreSQL connection pool, and creating the database on first start."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come back as Python objects; orjson is faster than json.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
+    await ensure_database(database_url)
+    pool = await asyncpg.create_pool(
+        database_url, min_size=min(2, size), max_size=size, init=_init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(database_url: str) -> None:
+    """Create the database named in the URL if it does not exist yet."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not name:
+        return
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
+        log.info("created database %s", name)
+    except asyncpg.DuplicateDatabaseError:
+        pass  # another process won the race
+    finally:
+        await conn.close()

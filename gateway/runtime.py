@@ -1,0 +1,106 @@
+"""Everything a running process holds: pools, services, background tasks.
+
+Built in the app's lifespan (never at import time) so that tests and several
+processes each get their own, and torn down in reverse order on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from gateway import db as database
+from gateway.feed import FeedService
+from gateway.hooks import CityHooks, NoOnlineMembers
+from gateway.messages import MessageService
+from gateway.migrate import migrate
+from gateway.rooms import RoomService
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    hooks: CityHooks
+    rooms: RoomService
+    messages: MessageService
+    feed: FeedService
+    # name -> check that raises when the dependency is not usable (for /readyz)
+    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+    # Optional parts attach themselves here (realtime, bridge, second me, ...).
+    extensions: dict[str, Any] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def spawn(self, name: str, coro: Awaitable[None]) -> None:
+        """Run a background loop for the life of the process."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.tasks.append(task)
+
+
+# Subsystems register a starter: called with the runtime after the core is up and
+# given the exit stack to push their cleanup on.
+Starter = Callable[[Runtime, AsyncExitStack], Awaitable[None]]
+STARTERS: list[Starter] = []
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with AsyncExitStack() as stack:
+        pool = await database.create_pool(settings.database_url, settings.database_pool_size)
+        stack.push_async_callback(pool.close)
+        if settings.city_auto_migrate:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        redis = aioredis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=10
+        )
+        stack.push_async_callback(redis.aclose)
+        hooks = CityHooks()
+        rt = Runtime(
+            settings=settings,
+            db=pool,
+            redis=redis,
+            hooks=hooks,
+            rooms=RoomService(pool, hooks, NoOnlineMembers()),
+            messages=MessageService(
+                pool,
+                hooks,
+                max_chars=settings.city_message_max_chars,
+                matrix_enabled=settings.matrix_enabled,
+            ),
+            feed=FeedService(pool),
+        )
+
+        async def postgres_ready() -> None:
+            await pool.fetchval("select 1")
+
+        async def redis_ready() -> None:
+            await redis.ping()
+
+        rt.ready_checks["postgres"] = postgres_ready
+        rt.ready_checks["redis"] = redis_ready
+        stack.push_async_callback(_cancel_tasks, rt)
+        for starter in STARTERS:
+            await starter(rt, stack)
+        await rt.rooms.ensure_defaults(settings.default_room_slugs)
+        yield rt
+
+
+async def _cancel_tasks(rt: Runtime) -> None:
+    for task in rt.tasks:
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)

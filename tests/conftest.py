@@ -1,0 +1,126 @@
+"""Shared fixtures: a private database and Redis prefix per test run, clean per test.
+
+Several test runs may share this machine's PostgreSQL and Redis at once, so a run
+never drops what it did not create: its own database `city_test_<run>` and Redis
+keys under its own prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.db import ensure_database
+from gateway.migrate import migrate
+from gateway.settings import Settings
+from tests.servers import InProcessGateway
+
+RUN_ID = secrets.token_hex(4)
+PG_BASE = os.environ.get("TEST_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
+DATABASE_URL = f"{PG_BASE}/city_test_{RUN_ID}"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_PREFIX = f"t{RUN_ID}:"
+JWT_SECRET = secrets.token_urlsafe(32)
+INTERNAL_TOKEN = secrets.token_urlsafe(32)
+
+# Tables emptied before each test (schema_migrations keeps the schema applied).
+_KEEP_TABLES = {"schema_migrations"}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "city_env": "test",
+        "database_url": DATABASE_URL,
+        "redis_url": REDIS_URL,
+        "city_redis_prefix": REDIS_PREFIX,
+        "city_jwt_secret": JWT_SECRET,
+        "city_internal_token": INTERNAL_TOKEN,
+        "log_format": "human",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[str]:
+    await ensure_database(DATABASE_URL)
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield DATABASE_URL
+    admin = await asyncpg.connect(f"{PG_BASE}/postgres")
+    try:
+        await admin.execute(f'drop database if exists "city_test_{RUN_ID}" with (force)')
+    finally:
+        await admin.close()
+
+
+async def _delete_prefixed(client: aioredis.Redis) -> None:
+    async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
+        await client.delete(key)
+
+
+@pytest.fixture(scope="session")
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    await _delete_prefixed(client)
+    await client.aclose()
+
+
+@pytest.fixture
+async def clean(database: str, redis_client: aioredis.Redis) -> AsyncIterator[None]:
+    """A clean schema and an empty Redis namespace for this test."""
+    conn = await asyncpg.connect(database)
+    try:
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("select tablename from pg_tables where schemaname='public'")
+            if r["tablename"] not in _KEEP_TABLES
+        ]
+        if tables:
+            await conn.execute(
+                "truncate " + ", ".join(f'"{t}"' for t in tables) + " restart identity cascade"
+            )
+    finally:
+        await conn.close()
+    await _delete_prefixed(redis_client)
+    yield
+
+
+@pytest.fixture
+async def db(clean: None, database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database)
+    yield conn
+    await conn.close()
+
+
+GatewayFactory = Callable[..., Awaitable[InProcessGateway]]
+
+
+@pytest.fixture
+async def gateway_factory(clean: None) -> AsyncIterator[GatewayFactory]:
+    """Start real in-process gateways (uvicorn on a free port) with setting overrides."""
+    started: list[InProcessGateway] = []
+
+    async def start(**overrides: Any) -> InProcessGateway:
+        gw = await InProcessGateway(make_settings(**overrides)).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in reversed(started):
+        await gw.stop()
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> InProcessGateway:
+    return await gateway_factory()
