@@ -51,10 +51,17 @@ class Runtime:
         self.tasks.append(task)
 
 
-# Subsystems register a starter: called with the runtime after the core is up and
-# given the exit stack to push their cleanup on.
+# A subsystem's starter is called with the runtime once the core is up; it attaches
+# itself (hooks, extensions, ready checks, background tasks) and pushes its cleanup
+# on the exit stack, so shutdown runs in reverse order of start.
 Starter = Callable[[Runtime, AsyncExitStack], Awaitable[None]]
-STARTERS: list[Starter] = []
+
+
+def subsystem_starters() -> list[Starter]:
+    """The optional parts, in start order (later ones may use earlier ones)."""
+    # Imported here so the core does not depend on the parts at import time.
+    starters: list[Starter] = []
+    return starters
 
 
 @asynccontextmanager
@@ -94,7 +101,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.ready_checks["postgres"] = postgres_ready
         rt.ready_checks["redis"] = redis_ready
         stack.push_async_callback(_cancel_tasks, rt)
-        for starter in STARTERS:
+        for starter in subsystem_starters():
             await starter(rt, stack)
         await rt.rooms.ensure_defaults(settings.default_room_slugs)
         yield rt
