@@ -28,6 +28,8 @@ class Author:
     user_id: str | None = None
     agent_id: str | None = None
     matrix_id: str | None = None
+    # Display name from the user's token, passed on to their Matrix ghost.
+    display_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class MessageService:
                 ),
                 NewFeedEvent(id=new_feed_event_id(), kind=kind, payload=payload),
                 queue_for_matrix,
+                author.display_name,
             )
         except asyncpg.ForeignKeyViolationError:
             raise not_found("room_not_found", f"room {room_id!r} does not exist") from None

@@ -73,6 +73,9 @@ create table matrix_outbox (
     room_id         text not null references city_rooms(id) on delete cascade,
     message_id      text not null,
     kind            text not null default 'message',
+    -- The author's display name as their token gave it when posting, so the
+    -- ghost's Matrix display name can follow it without a users table.
+    author_name     text null,
     attempts        integer not null default 0,
     next_attempt_at timestamptz not null default now(),
     last_error      text null,

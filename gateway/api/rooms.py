@@ -73,7 +73,7 @@ async def post_message(
 ) -> JSONResponse:
     result = await rt.messages.post(
         room_id,
-        Author(user_id=user.user_id),
+        Author(user_id=user.user_id, display_name=user.name),
         body.body,
         client_msg_id=body.client_msg_id,
     )

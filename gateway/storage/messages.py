@@ -53,15 +53,19 @@ with ins as (
     insert into city_feed_events (id, kind, room_id, user_id, agent_id, payload)
     select $9, $10, room_id, author_user_id, author_agent_id, $11::jsonb from ins
 ), outbox as (
-    insert into matrix_outbox (room_id, message_id)
-    select room_id, id from ins where $12::boolean
+    insert into matrix_outbox (room_id, message_id, author_name)
+    select room_id, id, $13 from ins where $12::boolean
 )
 select {_COLUMNS} from ins
 """
 
 
 async def insert_message(
-    db: Executor, message: NewMessage, feed: NewFeedEvent, queue_for_matrix: bool
+    db: Executor,
+    message: NewMessage,
+    feed: NewFeedEvent,
+    queue_for_matrix: bool,
+    author_name: str | None = None,
 ) -> Message | None:
     """Write message + feed event (+ outbox row). None if a retry key already exists.
 
@@ -81,6 +85,7 @@ async def insert_message(
         feed.kind,
         feed.payload,
         queue_for_matrix,
+        author_name,
     )
     return _message(row) if row else None
 
