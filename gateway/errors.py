@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -103,6 +104,15 @@ def install_error_handlers(app: FastAPI) -> None:
             {"code": code, "message": str(exc.detail)},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # Values PostgreSQL cannot hold (NUL characters, invalid text) in ids,
+        # paths or fields that no rule checked: the client's input, not our bug.
+        return JSONResponse(
+            {"code": "invalid_input", "message": "input contains characters that cannot be stored"},
+            status_code=422,
         )
 
     @app.exception_handler(Exception)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Past this much, a rejected upload is cut off rather than read to its end.
+_DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+
 
 class BodySizeLimit:
     """413 `payload_too_large` for HTTP bodies over `max_bytes`.
@@ -25,6 +28,7 @@ class BodySizeLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._drain(receive)
                     await self._reject(send)
                 else:
                     await self.app(scope, receive, send)
@@ -41,6 +45,8 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive)
                 await self._reject(send)
                 return
             chunks.append(chunk)
@@ -56,6 +62,21 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop the rest of a rejected body (up to a bound).
+
+        Answering before the client has finished sending makes most clients see a
+        reset connection instead of the 413, so the body is consumed first.
+        """
+        dropped = 0
+        while dropped < _DRAIN_LIMIT_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _reject(self, send: Send) -> None:
         body = orjson.dumps(
