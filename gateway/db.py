@@ -48,7 +48,7 @@ async def ensure_database(database_url: str) -> None:
     try:
         await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
         log.info("created database %s", name)
-    except asyncpg.DuplicateDatabaseError:
-        pass  # another process won the race
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        pass  # another process won the race (reported either way)
     finally:
         await conn.close()
