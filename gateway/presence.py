@@ -1,0 +1,266 @@
+"""Presence engine: whether each user is online, away or offline, kept in Redis.
+
+A user is the sum of their devices (tabs), so the state is derived, never set, and it
+is derived inside one Lua script (``presence_scripts.lua``) per operation. The script
+compares against the user's previously *declared* state in the same atomic step and
+reports the transition, so with any number of gateway processes exactly one caller
+learns about each transition, and only that caller publishes it. The engine itself
+publishes nothing: it returns transitions to whoever wires it to the sockets.
+
+Nothing in Redis expires "by itself" in a way we rely on: keyspace notifications are
+lossy, so a deadline ZSET records when each user's state may next change (a device
+expiry, or the end of an offline grace) and any process may :meth:`sweep` it. Time is
+always Redis's ``TIME``; gateway clocks never enter a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Status = Literal["online", "away", "offline"]
+_STATUSES: dict[str, Status] = {"online": "online", "away": "away", "offline": "offline"}
+
+DEFAULT_DEVICE = "default"
+# Heartbeat statuses meaning "away"; Matrix calls it "unavailable".
+_AWAY_STATUSES = frozenset({"away", "unavailable"})
+# How long a sweeper owns the users it claimed; if it dies mid-sweep another process
+# picks them up after this, still well inside the "offline within TTL + 5 s" budget.
+_CLAIM_LEASE_MS = 2_000
+
+TransitionSink = Callable[[list["PresenceTransition"]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceState:
+    user_id: str
+    status: Status
+    last_active_ago: int  # ms; 0 for a user never seen
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceTransition:
+    user_id: str
+    previous: Status
+    status: Status
+    last_active_ago: int  # ms
+
+
+@cache
+def _script_source() -> str:
+    return resources.files("gateway").joinpath("presence_scripts.lua").read_text(encoding="utf-8")
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _status(value: object) -> Status:
+    try:
+        return _STATUSES[str(value)]
+    except KeyError:
+        raise RuntimeError(f"presence script returned unknown status {value!r}") from None
+
+
+class PresenceEngine:
+    """Device heartbeats in, user-level transitions out; state lives only in Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        ttl_seconds: float,
+        away_after_seconds: float,
+        offline_grace_seconds: float,
+        retention_seconds: float = 86_400,
+    ) -> None:
+        if ttl_seconds <= 0 or away_after_seconds <= 0:
+            raise ValueError("ttl_seconds and away_after_seconds must be positive")
+        if offline_grace_seconds < 0 or retention_seconds < 0:
+            raise ValueError("offline_grace_seconds and retention_seconds must be >= 0")
+        self._redis = redis
+        self._ttl_ms = _ms(ttl_seconds)
+        self._away_after_ms = _ms(away_after_seconds)
+        self._grace_ms = _ms(offline_grace_seconds)
+        # How long an offline user's last activity is remembered for get_statuses.
+        self._retention_ms = _ms(retention_seconds)
+        # User ids only ever end a key, so no id (colons, braces, unicode) can make
+        # two users share a key or escape the prefix.
+        base = f"{prefix}presence:"
+        self._spec_base = f"{base}user:"
+        self._devices_base = f"{base}devices:"
+        self._state_base = f"{base}state:"
+        self._deadlines = f"{base}deadlines"
+        self._online = f"{base}online"
+        self._script = redis.register_script(_script_source())
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> PresenceEngine:
+        return cls(
+            redis,
+            prefix=settings.city_redis_prefix,
+            ttl_seconds=settings.presence_ttl_seconds,
+            away_after_seconds=settings.presence_away_after_seconds,
+            offline_grace_seconds=settings.presence_offline_grace_seconds,
+        )
+
+    def spec_key(self, user_id: str) -> str:
+        """The SPEC's ``presence:user:{user_id}`` key (with the configured prefix)."""
+        return self._spec_base + user_id
+
+    def _keys(self, user_id: str) -> list[str]:
+        return [
+            self._devices_base + user_id,
+            self._state_base + user_id,
+            self._spec_base + user_id,
+            self._deadlines,
+            self._online,
+        ]
+
+    async def heartbeat(
+        self,
+        user_id: str,
+        device_id: str | None,
+        status: str | None = None,
+        last_active_ago: int | None = None,
+    ) -> tuple[PresenceState, PresenceTransition | None]:
+        """Record that a device is alive; one EVALSHA, as this is the hottest path.
+
+        ``status`` is ``online`` (or None) or ``away``/``unavailable``; going offline
+        is :meth:`device_offline`, so a stray "offline" here is an error, not a guess.
+        """
+        if status is None or status == "online":
+            away = 0
+        elif status in _AWAY_STATUSES:
+            away = 1
+        else:
+            raise ValueError(f"heartbeat status must be online or away, not {status!r}")
+        lag = -1 if last_active_ago is None else max(0, int(last_active_ago))
+        reply = await self._script(
+            keys=self._keys(user_id),
+            args=[
+                "beat",
+                user_id,
+                self._retention_ms,
+                DEFAULT_DEVICE if device_id is None else device_id,
+                away,
+                lag,
+                self._ttl_ms,
+                self._away_after_ms,
+            ],
+        )
+        return _outcome(user_id, reply)
+
+    async def device_offline(
+        self, user_id: str, device_id: str | None
+    ) -> tuple[PresenceState, PresenceTransition | None]:
+        """Drop a device now (beacon, socket closed); the user follows after the grace.
+
+        While the grace runs the user keeps their declared state (and the returned
+        state says so); :meth:`sweep` declares offline when it ends, unless a heartbeat
+        came first. With a zero grace the transition is returned right here.
+        """
+        reply = await self._script(
+            keys=self._keys(user_id),
+            args=[
+                "gone",
+                user_id,
+                self._retention_ms,
+                DEFAULT_DEVICE if device_id is None else device_id,
+                self._grace_ms,
+            ],
+        )
+        return _outcome(user_id, reply)
+
+    async def sweep(self, limit: int = 500) -> list[PresenceTransition]:
+        """Settle users whose deadline passed; each transition goes to one caller only.
+
+        Claiming (moving the users' deadlines forward by a lease) keeps concurrent
+        sweepers from doing the same work; exactly-once itself comes from the settle
+        step comparing and writing the declared state atomically.
+        """
+        due = cast(
+            "list[str]",
+            await self._script(keys=[self._deadlines], args=["due", limit, _CLAIM_LEASE_MS]),
+        )
+        if not due:
+            return []
+        # The "due" call just made sure the script is loaded, so plain EVALSHA is safe
+        # (a SCRIPT FLUSH in between only delays these users by one lease).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id in due:
+                keys = self._keys(user_id)
+                pipe.evalsha(
+                    self._script.sha, len(keys), *keys, "settle", user_id, self._retention_ms
+                )
+            replies = await pipe.execute()
+        transitions = []
+        for user_id, reply in zip(due, replies, strict=True):
+            _, transition = _outcome(user_id, reply)
+            if transition is not None:
+                transitions.append(transition)
+        return transitions
+
+    async def get_statuses(self, user_ids: Sequence[str]) -> list[PresenceState]:
+        """Declared state of each user, in order, in one round trip; unknown = offline."""
+        if not user_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for user_id in user_ids:
+                pipe.hmget(self._state_base + user_id, "state", "active")
+            server_time, *rows = await pipe.execute()
+        seconds, micros = server_time
+        now = int(seconds) * 1000 + int(micros) // 1000
+        states = []
+        for user_id, (state, active) in zip(user_ids, rows, strict=True):
+            ago = max(0, now - int(active)) if active is not None else 0
+            states.append(PresenceState(user_id, _status(state or "offline"), ago))
+        return states
+
+    async def count_online(self) -> int:
+        """Users online or away: SCARD of a set kept by the scripts, O(1) at any size."""
+        return int(await self._redis.scard(self._online))
+
+    async def run_sweeper(
+        self, on_transitions: TransitionSink, *, interval_seconds: float, limit: int = 500
+    ) -> None:
+        """Sweep forever (cancel the task to stop), handing transitions to the caller.
+
+        A failed sweep or callback is logged and retried on the next tick: a Redis
+        hiccup must not end the only thing that declares users offline.
+        """
+        while True:
+            transitions: list[PresenceTransition] = []
+            try:
+                transitions = await self.sweep(limit)
+                if transitions:
+                    await on_transitions(transitions)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence sweep failed")
+            # A full batch means more are due: go again without waiting.
+            if len(transitions) < limit:
+                await asyncio.sleep(interval_seconds)
+
+
+def _outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
+    previous, status, ago = _status(reply[0]), _status(reply[1]), int(reply[2])
+    transition = None
+    if previous != status:
+        transition = PresenceTransition(user_id, previous, status, ago)
+    return PresenceState(user_id, status, ago), transition
