@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from bridge import appservice
 from gateway.api import feed, health, rooms
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
@@ -14,7 +15,7 @@ from gateway.limits import BodySizeLimit
 from gateway.runtime import open_runtime
 from gateway.settings import Settings
 
-ROUTERS = [health.router, rooms.router, feed.router]
+ROUTERS = [health.router, rooms.router, feed.router, appservice.router]
 
 
 def create_app(settings: Settings) -> FastAPI:

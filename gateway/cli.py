@@ -68,6 +68,17 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(mint_token(settings.jwt_secret, args.user_id, args.name, args.ttl))
 
 
+def cmd_registration(_: argparse.Namespace) -> None:
+    from bridge.registration import render_registration
+
+    settings = _settings()
+    try:
+        sys.stdout.write(render_registration(settings))
+    except ConfigError as exc:
+        print(f"city-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="city-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    sub.add_parser(
+        "registration", help="print the Synapse appservice registration YAML"
+    ).set_defaults(func=cmd_registration)
 
     token = sub.add_parser("token", help="mint a user JWT with the configured secret")
     token.add_argument("user_id")

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     matrix_appservice_id: str = "city-gateway"
     # Where Synapse reaches this service (goes into the registration YAML).
     matrix_appservice_url: str = "http://127.0.0.1:8080"
+    # Bridge tuning (bridge/): parallel rooms drained by the outbox sender, how often it
+    # looks for other processes' rows and due retries, the longest retry back-off, the
+    # timeout of one client-server call, and how often online ghosts' presence is
+    # re-sent (Synapse drops a non-syncing user to offline after ~30 s).
+    matrix_outbox_concurrency: int = Field(default=10, ge=1, le=100)
+    matrix_outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    matrix_retry_max_seconds: float = Field(default=30.0, gt=0)
+    matrix_request_timeout_seconds: float = Field(default=15.0, gt=0)
+    matrix_presence_refresh_seconds: float = Field(default=20.0, gt=0)
 
     # --- second me / agents core ----------------------------------------------------
     secondme_agent_id: str = "ag_secondme_global"

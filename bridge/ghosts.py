@@ -1,0 +1,73 @@
+"""Ghosts: the Matrix users the bridge puppets, registered lazily and kept in sync.
+
+Synapse is the source of truth for whether a user exists; `matrix_ghosts` remembers
+what we already did (registered, display name set) so a restart or another process
+does not repeat it, and this process also caches it in memory for the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from bridge import storage
+from bridge.matrix import MatrixClient
+from bridge.naming import Names, split_user_id
+from gateway.storage import Executor
+
+log = logging.getLogger(__name__)
+
+
+class Ghosts:
+    def __init__(self, db: Executor, matrix: MatrixClient, names: Names) -> None:
+        self._db = db
+        self._matrix = matrix
+        self._names = names
+        self._registered: set[str] = set()
+        self._display: dict[str, str] = {}
+        self._joined: set[tuple[str, str]] = set()
+        # One registration / rename / join at a time per user, so concurrent rooms
+        # sending for the same ghost do not repeat the same call.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def ensure(self, user_id: str, display_name: str | None = None) -> None:
+        """The user exists on Synapse and (if given) shows `display_name`."""
+        if user_id in self._registered and (
+            display_name is None or self._display.get(user_id) == display_name
+        ):
+            return
+        async with self._locks[user_id]:
+            if user_id not in self._registered:
+                known = await storage.get_ghost(self._db, user_id)
+                if known is None or not known.registered:
+                    parts = split_user_id(user_id)
+                    assert parts is not None, user_id
+                    await self._matrix.register(parts[0])
+                    await storage.mark_registered(
+                        self._db, user_id, self._names.city_id_of_ghost(user_id)
+                    )
+                    log.info("registered Matrix user %s", user_id)
+                elif known.display_name is not None:
+                    self._display[user_id] = known.display_name
+                self._registered.add(user_id)
+            if display_name is not None and self._display.get(user_id) != display_name:
+                known = await storage.get_ghost(self._db, user_id)
+                if known is None or known.display_name != display_name:
+                    await self._matrix.set_displayname(user_id, display_name)
+                    await storage.set_display_name(self._db, user_id, display_name)
+                self._display[user_id] = display_name
+
+    async def ensure_joined(self, user_id: str, matrix_room_id: str) -> None:
+        key = (user_id, matrix_room_id)
+        if key in self._joined:
+            return
+        async with self._locks[user_id]:
+            if key not in self._joined:
+                # Joining a public room we are already in is a no-op on Synapse.
+                await self._matrix.join(matrix_room_id, user_id)
+                self._joined.add(key)
+
+    def forget_membership(self, user_id: str, matrix_room_id: str) -> None:
+        """After a 403 (kicked, left): the next ensure_joined joins again."""
+        self._joined.discard((user_id, matrix_room_id))

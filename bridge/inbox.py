@@ -1,0 +1,301 @@
+"""Matrix → City: the idempotent inbox of events Synapse pushes to the appservice.
+
+`receive` stores a transaction's events keyed by event id and commits before the
+route answers 200, so a crash makes Synapse re-send and the key makes that harmless
+(also when Synapse restarts its txn counter: we never dedupe on txnId). Each event
+is then processed once: claimed with `FOR UPDATE SKIP LOCKED`, turned into a city
+message in the same transaction that marks it done, announced after commit. One bad
+event is logged and recorded; it never fails the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+
+from bridge import render, storage
+from bridge.naming import Names
+from bridge.outbox import CITY_MESSAGE_ID
+from gateway.errors import AppError
+from gateway.hooks import CityHooks
+from gateway.messages import Author, MessageService
+from gateway.models import Message
+from gateway.storage import messages as message_sql
+from gateway.storage import rooms as room_sql
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a real Matrix user sent into a room one of our users is in."""
+
+    event_id: str
+    matrix_room_id: str
+    sender: str
+    msgtype: str
+    body: str  # as stored in the city (rendered for media, emotes)
+    content: dict[str, Any]
+    city_room_id: str | None  # None: not a bridged room (a DM to Second Me, say)
+    message: Message | None  # the city copy, when the room is bridged
+
+
+InboundListener = Callable[[InboundMessage], Awaitable[None]]
+EventListener = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class _Outcome:
+    state: str  # done | dropped
+    detail: str | None = None
+    posted: Message | None = None
+    inbound: InboundMessage | None = None
+
+
+@dataclass
+class InboxListeners:
+    """Called after commit, once per event cluster-wide (on the process that processed it)."""
+
+    messages: list[InboundListener] = field(default_factory=list)
+    events: list[EventListener] = field(default_factory=list)
+
+
+class Inbox:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        messages: MessageService,
+        hooks: CityHooks,
+        names: Names,
+        *,
+        max_chars: int,
+    ) -> None:
+        self._db = db
+        self._messages = messages
+        self._hooks = hooks
+        self._names = names
+        self._max_chars = max_chars
+        self.listeners = InboxListeners()
+
+    # --- the transaction route -----------------------------------------------------
+    async def receive(self, events: list[Any]) -> int:
+        """Store a transaction's events (committed on return), then process them."""
+        stored: list[storage.InboxEvent] = []
+        seen: set[str] = set()
+        for raw in events:
+            event = _keyable(raw)
+            if event is None:
+                log.warning("ignoring an event without an event_id: %.200r", raw)
+                continue
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                stored.append(event)
+        async with self._db.acquire() as conn, conn.transaction():
+            await storage.store_events(conn, stored)
+        for event in stored:
+            await self.process(event.event_id)
+        return len(stored)
+
+    async def process(self, event_id: str) -> None:
+        """Process one stored event if still pending; never raises."""
+        try:
+            async with self._db.acquire() as conn, conn.transaction():
+                event = await storage.claim_pending(conn, event_id)
+                if event is None:
+                    return  # done already, or another process is on it
+                outcome = await self._handle(conn, event)
+                await storage.finish_event(conn, event_id, outcome.state, outcome.detail)
+        except Exception as exc:
+            log.exception("processing Matrix event %s failed", event_id)
+            try:
+                await storage.record_failure(
+                    self._db, event_id, f"{type(exc).__name__}: {exc}", MAX_ATTEMPTS
+                )
+            except Exception:
+                log.exception("recording the failure of %s failed", event_id)
+            return
+        if outcome.state == "dropped":
+            log.debug("Matrix event %s dropped: %s", event_id, outcome.detail)
+        if outcome.posted is not None:
+            await self._hooks.emit_message(outcome.posted)
+        for listener in self.listeners.events:
+            await _safely(listener, event)
+        if outcome.inbound is not None:
+            for message_listener in self.listeners.messages:
+                await _safely(message_listener, outcome.inbound)
+
+    async def retry_stale(self, older_than_seconds: float = 10, limit: int = 100) -> int:
+        """Process events left pending (a crash or a failure after they were stored)."""
+        ids = await storage.stale_pending(self._db, older_than_seconds, limit)
+        for event_id in ids:
+            await self.process(event_id)
+        return len(ids)
+
+    async def run_retries(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.retry_stale()
+            except Exception:
+                log.exception("inbox retry sweep failed")
+
+    # --- rules -----------------------------------------------------------------------
+    async def _handle(self, conn: asyncpg.Connection, event: dict[str, Any]) -> _Outcome:
+        sender = event.get("sender")
+        room_id = event.get("room_id")
+        kind = event.get("type")
+        content = event.get("content")
+        if (
+            not isinstance(sender, str)
+            or not isinstance(room_id, str)
+            or not isinstance(content, dict)
+        ):
+            return _Outcome("dropped", "malformed: sender, room_id or content missing")
+        if self._names.is_ours(sender):
+            return await self._echo(conn, event, content)
+        if kind == "m.room.message":
+            return await self._message(conn, event, sender, room_id, content)
+        if kind == "m.room.redaction":
+            return await self._redaction(conn, event, content)
+        return _Outcome("dropped", f"not bridged: {kind}")
+
+    async def _echo(
+        self, conn: asyncpg.Connection, event: dict[str, Any], content: dict[str, Any]
+    ) -> _Outcome:
+        """Our own event coming back: learn its event id if the send's answer was lost."""
+        message_id = content.get(CITY_MESSAGE_ID)
+        event_id = event["event_id"]
+        if event.get("type") == "m.room.message" and isinstance(message_id, str):
+            await storage.set_event_id_if_missing(conn, message_id, event_id)
+        return _Outcome("dropped", "echo")
+
+    async def _message(
+        self,
+        conn: asyncpg.Connection,
+        event: dict[str, Any],
+        sender: str,
+        matrix_room_id: str,
+        content: dict[str, Any],
+    ) -> _Outcome:
+        relates = content.get("m.relates_to")
+        if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+            return await self._edit(conn, sender, content, relates)
+        body = render.message_body(content, self._max_chars)
+        if body is None:
+            return _Outcome("dropped", "unsupported or empty message content")
+        msgtype = str(content.get("msgtype"))
+        room = await room_sql.get_room_by_matrix_id(conn, matrix_room_id)
+        inbound = InboundMessage(
+            event_id=event["event_id"],
+            matrix_room_id=matrix_room_id,
+            sender=sender,
+            msgtype=msgtype,
+            body=body,
+            content=content,
+            city_room_id=room.id if room else None,
+            message=None,
+        )
+        if room is None:
+            return _Outcome("dropped", "room not bridged", inbound=inbound)
+        try:
+            result = await self._messages.post(
+                room.id,
+                Author(matrix_id=sender),
+                body,
+                source="matrix",
+                matrix_event_id=event["event_id"],
+                db=conn,
+            )
+        except AppError as exc:
+            return _Outcome("dropped", f"rejected: {exc.code}: {exc.message}")
+        inbound = replace(inbound, message=result.message)
+        return _Outcome(
+            "done",
+            None,
+            posted=result.message if result.created else None,
+            inbound=inbound if result.created else None,
+        )
+
+    async def _edit(
+        self,
+        conn: asyncpg.Connection,
+        sender: str,
+        content: dict[str, Any],
+        relates: dict[str, Any],
+    ) -> _Outcome:
+        target_id = relates.get("event_id")
+        new_content = content.get("m.new_content")
+        if not isinstance(target_id, str) or not isinstance(new_content, dict):
+            return _Outcome("dropped", "malformed edit")
+        target = await message_sql.get_by_matrix_event_id(conn, target_id)
+        if target is None:
+            return _Outcome("dropped", "edit of a message we do not have")
+        if target.author_matrix_id != sender:
+            return _Outcome("dropped", "edit by someone other than the author")
+        body = render.message_body(new_content, self._max_chars)
+        if body is None:
+            return _Outcome("dropped", "edit with unsupported content")
+        await storage.edit_message_body(conn, target.id, body)
+        return _Outcome("done", f"edited {target.id}")
+
+    async def _redaction(
+        self, conn: asyncpg.Connection, event: dict[str, Any], content: dict[str, Any]
+    ) -> _Outcome:
+        # Room versions up to 10 put `redacts` at the top level, v11 in the content.
+        target_id = event.get("redacts") or content.get("redacts")
+        if not isinstance(target_id, str):
+            return _Outcome("dropped", "malformed redaction")
+        target = await message_sql.get_by_matrix_event_id(conn, target_id)
+        if target is None:
+            return _Outcome("dropped", "redaction of a message we do not have")
+        # Synapse only accepts a redaction from the author or a moderator, so one that
+        # reached us is authorised; the city copy goes too, whichever side wrote it.
+        await storage.delete_message(conn, target.id)
+        return _Outcome("done", f"removed {target.id}")
+
+
+def _keyable(raw: Any) -> storage.InboxEvent | None:
+    if not isinstance(raw, dict):
+        return None
+    event_id = raw.get("event_id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+        return None
+    if "\x00" in event_id:
+        return None
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        return value if isinstance(value, str) and "\x00" not in value else None
+
+    return storage.InboxEvent(
+        event_id=event_id,
+        room_id=text("room_id"),
+        sender=text("sender"),
+        type=text("type"),
+        event=_strip_nul(raw),
+    )
+
+
+def _strip_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb cannot hold U+0000; Matrix JSON may."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_nul(v) for v in value]
+    return value
+
+
+async def _safely(listener: Callable[..., Awaitable[None]], *args: Any) -> None:
+    try:
+        await listener(*args)
+    except Exception:
+        log.exception("bridge listener %r failed", listener)

@@ -1,0 +1,248 @@
+"""City → Matrix: drain `matrix_outbox` per room, in order, from any number of processes.
+
+A room is drained by one worker at a time cluster-wide: the worker locks the room's
+*head* row (`FOR UPDATE SKIP LOCKED`) in a transaction that stays open while the
+message is sent, then records the event id and deletes the row in that transaction.
+Another process that tries the room finds the head locked and moves on, so rooms go
+in parallel and each room strictly in order. A crash mid-send releases the lock; the
+next sender retries with the same txnId (= city message id), which Synapse answers
+with the first event id — unless Synapse restarted meanwhile and forgot it, which is
+why a send that may have reached Synapse is marked `uncertain` and the room is
+searched for the message id (carried in the event content) before sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from bridge import storage
+from bridge.ghosts import Ghosts
+from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
+from bridge.naming import Names
+from bridge.rooms import RoomMapper
+from gateway.models import Message
+from gateway.storage import messages as message_sql
+
+log = logging.getLogger(__name__)
+
+# Content key carrying the city message id, so our own events are recognisable.
+CITY_MESSAGE_ID = "city.message_id"
+CITY_ROOM_ID = "city.room_id"
+_UNAVAILABLE = "unavailable: "
+
+
+class _Retry(Exception):
+    def __init__(self, error: str, delay: float | None, uncertain: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.delay = delay  # None: use the back-off schedule
+        self.uncertain = uncertain
+
+
+def backoff(attempts: int, cap: float) -> float:
+    """0.5 s doubling per attempt up to `cap`, with jitter so rooms do not retry in step."""
+    base: float = min(cap, 0.5 * 2 ** min(attempts, 20))
+    return base * random.uniform(0.5, 1.0)
+
+
+def message_content(message: Message) -> dict[str, Any]:
+    return {
+        # Agents (Second Me) speak as bots do on Matrix: notices are never answered
+        # by other bots, which keeps two bots from talking to each other forever.
+        "msgtype": "m.notice" if message.author_agent_id else "m.text",
+        "body": message.body,
+        CITY_MESSAGE_ID: message.id,
+        CITY_ROOM_ID: message.room_id,
+    }
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        matrix: MatrixClient,
+        names: Names,
+        rooms: RoomMapper,
+        ghosts: Ghosts,
+        *,
+        concurrency: int,
+        poll_seconds: float,
+        retry_max_seconds: float,
+        gate: Callable[[], bool],
+    ) -> None:
+        self._pool = pool
+        self._matrix = matrix
+        self._names = names
+        self._rooms = rooms
+        self._ghosts = ghosts
+        self._concurrency = concurrency
+        self._poll = poll_seconds
+        self._retry_max = retry_max_seconds
+        self._gate = gate  # False until start-up has reached Synapse
+        self._wake = asyncio.Event()
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._synapse_down = False
+        self.sent = 0  # events delivered by this process (for tests and metrics)
+
+    def nudge(self) -> None:
+        """Something may be due (a message was posted here, a worker finished)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                if not self._gate():
+                    continue
+                try:
+                    await self._dispatch()
+                except Exception:
+                    log.exception("outbox dispatch failed")
+        finally:
+            for task in list(self._active.values()):
+                task.cancel()
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        if self._synapse_down:
+            if not await self._synapse_back():
+                return
+        free = self._concurrency - len(self._active)
+        if free <= 0:
+            return
+        for room_id in await storage.due_rooms(self._pool, free + len(self._active)):
+            if room_id in self._active:
+                continue
+            if len(self._active) >= self._concurrency:
+                break
+            task = asyncio.create_task(self._drain(room_id), name=f"outbox:{room_id}")
+            self._active[room_id] = task
+
+    async def _synapse_back(self) -> bool:
+        """While Synapse is unreachable, probe it instead of failing every room.
+
+        Once it answers, rows that backed off because of the outage are due at once:
+        messages posted during a one-minute outage arrive within a poll interval of
+        Synapse's return, not after each room's back-off has run out.
+        """
+        try:
+            await self._matrix.versions(timeout=2)
+        except (MatrixUnavailable, MatrixError):
+            return False
+        self._synapse_down = False
+        await self._pool.execute(
+            """update matrix_outbox set next_attempt_at = now()
+               where next_attempt_at > now() and last_error like $1""",
+            _UNAVAILABLE + "%",
+        )
+        log.info("Synapse reachable again; resuming the outbox")
+        return True
+
+    async def _drain(self, room_id: str) -> None:
+        try:
+            while await self._send_head(room_id):
+                pass
+        except Exception:
+            log.exception("outbox worker for %s failed", room_id)
+        finally:
+            self._active.pop(room_id, None)
+            self._wake.set()
+
+    async def _send_head(self, room_id: str) -> bool:
+        """Send the room's oldest message; True if the room may have more."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await storage.lock_head(conn, room_id)
+            if head is None or not head.due:
+                return False
+            try:
+                event_id = await self._deliver(conn, head)
+            except _Retry as retry:
+                delay = (
+                    retry.delay
+                    if retry.delay is not None
+                    else backoff(head.attempts, self._retry_max)
+                )
+                log.warning(
+                    "outbox %s (%s) attempt %d failed, retrying in %.1fs: %s",
+                    head.message_id,
+                    room_id,
+                    head.attempts + 1,
+                    delay,
+                    retry.error,
+                )
+                await storage.retry_outbox_row(conn, head.id, delay, retry.error, retry.uncertain)
+                return False
+            if event_id is not None:
+                await message_sql.set_matrix_event_id(conn, head.message_id, event_id)
+            await storage.delete_outbox_row(conn, head.id)
+            return True
+
+    async def _deliver(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> str | None:
+        """The event id of the message's Matrix copy; None when there is nothing to send."""
+        message = await message_sql.get_message(conn, head.message_id)
+        if message is None or message.matrix_event_id is not None:
+            return None  # deleted meanwhile, or already delivered (seen as an echo)
+        sender = self._names.author_user_id(message.author_user_id, message.author_agent_id)
+        if sender is None:
+            return None  # a Matrix-side message: it is already there
+        try:
+            matrix_room_id = await self._rooms.matrix_room_for(head.room_id)
+            if matrix_room_id is None:
+                return None  # the city room is gone (cascade removes the row too)
+            await self._ghosts.ensure(sender, head.author_name)
+            await self._ghosts.ensure_joined(sender, matrix_room_id)
+            if head.uncertain:
+                found = await self._find_sent(matrix_room_id, sender, message.id)
+                if found is not None:
+                    log.info("outbox %s was already in Matrix as %s", message.id, found)
+                    return found
+            try:
+                event_id = await self._send(matrix_room_id, sender, message)
+            except MatrixError as exc:
+                if exc.status != 403:
+                    raise
+                # Kicked or left since we joined: join again, once.
+                self._ghosts.forget_membership(sender, matrix_room_id)
+                await self._ghosts.ensure_joined(sender, matrix_room_id)
+                event_id = await self._send(matrix_room_id, sender, message)
+        except MatrixUnavailable as exc:
+            self._synapse_down = True
+            raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
+        except MatrixError as exc:
+            if exc.transient:
+                delay = None
+                if exc.retry_after_ms is not None:
+                    delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
+                raise _Retry(str(exc), delay, exc.maybe_applied) from None
+            # 4xx other than 429 will fail the same way forever; holding the head would
+            # stop the whole room, so the message stays city-only and we say so.
+            log.error("outbox %s dropped: Synapse refused it: %s", message.id, exc)
+            return None
+        self.sent += 1
+        return event_id
+
+    async def _send(self, matrix_room_id: str, sender: str, message: Message) -> str:
+        return await self._matrix.send(
+            matrix_room_id, "m.room.message", message.id, message_content(message), sender
+        )
+
+    async def _find_sent(self, matrix_room_id: str, sender: str, message_id: str) -> str | None:
+        events = await self._matrix.recent_events(
+            matrix_room_id, user_id=self._names.bot, senders=[sender], limit=100
+        )
+        for event in events:
+            content = event.get("content")
+            if isinstance(content, dict) and content.get(CITY_MESSAGE_ID) == message_id:
+                event_id = event.get("event_id")
+                return event_id if isinstance(event_id, str) else None
+        return None

@@ -1,0 +1,274 @@
+"""The bridge object a process holds, its start-up against Synapse, and its starter.
+
+Start-up never blocks the city API: everything that needs Synapse runs in background
+tasks that retry, and `/readyz` reports what is missing (`checks.synapse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from bridge import storage
+from bridge.ghosts import Ghosts
+from bridge.inbox import Inbox, InboxListeners
+from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
+from bridge.naming import Names
+from bridge.outbox import OutboxSender
+from bridge.presence import PresenceMirror
+from bridge.rooms import RoomMapper
+from gateway import db as database
+from gateway.models import Message, Room
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "bridge"
+_MAINTENANCE_SECONDS = 30.0
+
+
+class BridgeStartError(Exception):
+    """Synapse answered, but not the way a correctly registered appservice expects."""
+
+
+class Bridge:
+    """One process's Matrix bridge. Reach it as `rt.extensions["bridge"]`.
+
+    For other parts (Second Me):
+    - `listeners.messages` — called with an `InboundMessage` for each message a real
+      Matrix user sends into a room our users are in (bridged or not, e.g. a DM to
+      Second Me), once cluster-wide, after the city copy (if any) is committed;
+      `listeners.events` gets every other event too (invites, members...).
+    - `send_text(matrix_room_id, body, as_user=...)`, `ensure_user`, `join`.
+    - `names.secondme`, `names.bot`, `names.ghost_for(city_user_id)`.
+    """
+
+    def __init__(self, rt: Runtime, pool: asyncpg.Pool, matrix: MatrixClient) -> None:
+        settings = rt.settings
+        self.settings = settings
+        self.names = Names.from_settings(settings)
+        self.matrix = matrix
+        self._rt = rt
+        self._pool = pool
+        self.ghosts = Ghosts(rt.db, matrix, self.names)
+        self.rooms = RoomMapper(rt.db, matrix, self.names)
+        self.synapse_ok = False  # whoami answered as our bot: the outbox may send
+        self.problem: str | None = "starting: Synapse not contacted yet"
+        self.started = asyncio.Event()
+        self.outbox = OutboxSender(
+            pool,
+            matrix,
+            self.names,
+            self.rooms,
+            self.ghosts,
+            concurrency=settings.matrix_outbox_concurrency,
+            poll_seconds=settings.matrix_outbox_poll_seconds,
+            retry_max_seconds=settings.matrix_retry_max_seconds,
+            gate=lambda: self.synapse_ok,
+        )
+        self.inbox = Inbox(
+            rt.db, rt.messages, rt.hooks, self.names, max_chars=settings.city_message_max_chars
+        )
+        self.presence = PresenceMirror(
+            rt.db,
+            matrix,
+            self.names,
+            self.ghosts,
+            refresh_seconds=settings.matrix_presence_refresh_seconds,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+
+    # --- for other parts ---------------------------------------------------------
+    @property
+    def listeners(self) -> InboxListeners:
+        return self.inbox.listeners
+
+    async def ensure_user(self, user_id: str, display_name: str | None = None) -> None:
+        await self.ghosts.ensure(user_id, display_name)
+
+    async def join(self, matrix_room_id: str, user_id: str) -> None:
+        await self.ghosts.ensure(user_id)
+        await self.ghosts.ensure_joined(user_id, matrix_room_id)
+
+    async def send_text(
+        self,
+        matrix_room_id: str,
+        body: str,
+        *,
+        as_user: str,
+        msgtype: str = "m.text",
+        txn_id: str | None = None,
+        extra_content: dict[str, Any] | None = None,
+    ) -> str:
+        """Send a message straight into a Matrix room as one of our users.
+
+        Pass a stable `txn_id` when retrying. This does not create a city message: to
+        speak in a bridged room on both sides, post a city message instead (an agent
+        author is sent to Matrix by the outbox — Second Me's agent as `names.secondme`).
+        """
+        await self.join(matrix_room_id, as_user)
+        content: dict[str, Any] = {"msgtype": msgtype, "body": body, **(extra_content or {})}
+        return await self.matrix.send(
+            matrix_room_id,
+            "m.room.message",
+            txn_id or f"city_{secrets.token_hex(12)}",
+            content,
+            as_user,
+        )
+
+    # --- start-up ------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Wait for Synapse, check our registration, prepare rooms; retries forever."""
+        delay = 0.5
+        url = self.matrix.base_url
+        while True:
+            try:
+                await self.matrix.versions(timeout=5)
+                whoami = await self.matrix.whoami()
+                if whoami != self.names.bot:
+                    raise BridgeStartError(
+                        f"MATRIX_AS_TOKEN belongs to {whoami}, not {self.names.bot}"
+                    )
+                await self.ghosts.ensure(self.names.bot)
+                self.synapse_ok = True
+                self.outbox.nudge()
+                await self._ping()
+                await self.sync_rooms()
+                self.problem = None
+                self.started.set()
+                log.info("Matrix bridge connected to %s as %s", url, whoami)
+                return
+            except MatrixUnavailable as exc:
+                self.problem = f"Synapse unreachable at {url}: {exc}"
+            except MatrixError as exc:
+                if exc.errcode == "M_UNKNOWN_TOKEN":
+                    self.problem = (
+                        "Synapse does not accept MATRIX_AS_TOKEN: is the appservice"
+                        " registration (`city-gateway registration`) loaded?"
+                    )
+                else:
+                    self.problem = f"Synapse error during start-up: {exc}"
+            except BridgeStartError as exc:
+                self.problem = str(exc)
+            except Exception as exc:
+                log.exception("bridge start-up failed")
+                self.problem = f"bridge start-up failed: {type(exc).__name__}: {exc}"
+            log.warning("Matrix bridge not ready (retrying in %.1fs): %s", delay, self.problem)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.settings.matrix_retry_max_seconds)
+
+    async def _ping(self) -> None:
+        """Synapse calls us back: proves MATRIX_APPSERVICE_URL reaches this service."""
+        try:
+            await self.matrix.ping(self.settings.matrix_appservice_id, secrets.token_hex(8))
+        except MatrixError as exc:
+            if exc.errcode in ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT", "M_BAD_STATUS"):
+                raise BridgeStartError(
+                    f"Synapse cannot reach the appservice at"
+                    f" {self.settings.matrix_appservice_url}: {exc.message}"
+                ) from None
+            if exc.status == 404 and exc.errcode == "M_UNRECOGNIZED":
+                return  # a homeserver without the ping endpoint (before Matrix 1.7)
+            raise
+
+    async def sync_rooms(self) -> None:
+        """Create the Matrix room of every city room that has none yet."""
+        for room_id, _, _ in await storage.unmapped_rooms(self._rt.db):
+            await self.rooms.matrix_room_for(room_id)
+
+    async def check_ready(self) -> None:
+        if self.problem is not None:
+            raise RuntimeError(self.problem)
+        try:
+            await self.matrix.versions(timeout=1.5)
+        except MatrixUnavailable as exc:
+            raise RuntimeError(f"Synapse unreachable at {self.matrix.base_url}: {exc}") from None
+
+    # --- hooks -----------------------------------------------------------------------
+    async def on_message(self, message: Message) -> None:
+        if message.author_matrix_id is None:
+            self.outbox.nudge()
+
+    async def on_room(self, room: Room) -> None:
+        if not self.synapse_ok:
+            return  # connect() creates it once Synapse is there
+        self._side_task(self._create_room(room))
+
+    async def _create_room(self, room: Room) -> None:
+        try:
+            await self.rooms.ensure(room)
+        except Exception as exc:
+            # The maintenance sweep tries again.
+            log.warning("creating the Matrix room of %s failed: %s", room.id, exc)
+
+    def _side_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _maintenance(self) -> None:
+        await self.started.wait()
+        while True:
+            await asyncio.sleep(_MAINTENANCE_SECONDS)
+            try:
+                await self.sync_rooms()
+            except Exception as exc:
+                log.warning("Matrix room sweep failed: %s", exc)
+
+    # --- life ------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        self._spawn("bridge.connect", self.connect())
+        self._spawn("bridge.outbox", self.outbox.run())
+        self._spawn("bridge.inbox", self.inbox.run_retries(5.0))
+        self._spawn(
+            "bridge.presence", self.presence.run(min(1.0, s.matrix_presence_refresh_seconds))
+        )
+        self._spawn("bridge.maintenance", self._maintenance())
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+
+    async def aclose(self) -> None:
+        tasks = [*self._tasks, *self._side_tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_bridge(rt: Runtime, stack: AsyncExitStack) -> None:
+    """Subsystem starter (gateway.runtime.subsystem_starters)."""
+    settings = rt.settings
+    if not settings.matrix_enabled:
+        return
+    assert settings.matrix_homeserver_url is not None and settings.matrix_as_token is not None
+    # The outbox holds a connection per room while a send is in flight: its own pool,
+    # so a slow Synapse can never starve the city API of connections.
+    pool = await database.create_pool(settings.database_url, settings.matrix_outbox_concurrency + 1)
+    stack.push_async_callback(pool.close)
+    matrix = MatrixClient(
+        settings.matrix_homeserver_url,
+        settings.matrix_as_token.get_secret_value(),
+        timeout=settings.matrix_request_timeout_seconds,
+        max_connections=settings.matrix_outbox_concurrency * 2 + 10,
+    )
+    stack.push_async_callback(matrix.aclose)
+    bridge = Bridge(rt, pool, matrix)
+    rt.extensions[EXTENSION] = bridge
+    rt.ready_checks["synapse"] = bridge.check_ready
+    rt.hooks.message_posted.append(bridge.on_message)
+    rt.hooks.room_created.append(bridge.on_room)
+    rt.hooks.presence_changed.append(bridge.presence.on_transition)
+    bridge.start()
+    stack.push_async_callback(bridge.aclose)

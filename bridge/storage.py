@@ -1,0 +1,313 @@
+"""SQL only, for the bridge's tables (migrations/0002_bridge.sql) and the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.storage import Executor
+from gateway.text import snippet
+
+
+# --- outbox ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    room_id: str
+    message_id: str
+    kind: str
+    author_name: str | None
+    attempts: int
+    uncertain: bool
+    due: bool
+
+
+async def due_rooms(db: Executor, limit: int) -> list[str]:
+    """Rooms whose oldest outbox row may be sent now, longest-waiting first."""
+    rows = await db.fetch(
+        """select room_id from (
+               select distinct on (room_id) room_id, next_attempt_at
+               from matrix_outbox order by room_id, id
+           ) heads
+           where next_attempt_at <= now()
+           order by next_attempt_at limit $1""",
+        limit,
+    )
+    return [r["room_id"] for r in rows]
+
+
+async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
+    """Lock the room's oldest row, or None if another process holds it.
+
+    Only the head is ever a candidate: SKIP LOCKED on "the first unlocked row of the
+    room" would let a second process send message 2 while message 1 is in flight.
+    """
+    row = await db.fetchrow(
+        """select id, room_id, message_id, kind, author_name, attempts, uncertain,
+                  next_attempt_at <= now() as due
+           from matrix_outbox
+           where id = (select min(id) from matrix_outbox where room_id = $1)
+           for update skip locked""",
+        room_id,
+    )
+    return OutboxRow(**dict(row)) if row else None
+
+
+async def delete_outbox_row(db: Executor, outbox_id: int) -> None:
+    await db.execute("delete from matrix_outbox where id = $1", outbox_id)
+
+
+async def retry_outbox_row(
+    db: Executor, outbox_id: int, delay_seconds: float, error: str, uncertain: bool
+) -> None:
+    await db.execute(
+        """update matrix_outbox
+           set attempts = attempts + 1,
+               next_attempt_at = now() + make_interval(secs => $2),
+               last_error = $3,
+               uncertain = uncertain or $4
+           where id = $1""",
+        outbox_id,
+        delay_seconds,
+        error[:1000],
+        uncertain,
+    )
+
+
+async def outbox_size(db: Executor) -> int:
+    return int(await db.fetchval("select count(*) from matrix_outbox"))
+
+
+async def unmapped_rooms(db: Executor) -> list[tuple[str, str, str | None]]:
+    rows = await db.fetch(
+        "select id, name, description from city_rooms where matrix_room_id is null order by id"
+    )
+    return [(r["id"], r["name"], r["description"]) for r in rows]
+
+
+# --- inbox -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    event_id: str
+    room_id: str | None
+    sender: str | None
+    type: str | None
+    event: dict[str, Any]
+
+
+async def store_events(db: Executor, events: list[InboxEvent]) -> None:
+    """Insert what is new; events already stored (a re-sent transaction) are skipped."""
+    if not events:
+        return
+    await db.execute(
+        """insert into matrix_inbox (event_id, room_id, sender, type, event)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+           on conflict (event_id) do nothing""",
+        [e.event_id for e in events],
+        [e.room_id for e in events],
+        [e.sender for e in events],
+        [e.type for e in events],
+        [e.event for e in events],
+    )
+
+
+async def claim_pending(db: Executor, event_id: str) -> dict[str, Any] | None:
+    """Lock a pending event for processing (None if done or being processed)."""
+    row = await db.fetchrow(
+        """select event from matrix_inbox
+           where event_id = $1 and state = 'pending' for update skip locked""",
+        event_id,
+    )
+    return dict(row["event"]) if row else None
+
+
+async def finish_event(db: Executor, event_id: str, state: str, detail: str | None) -> None:
+    await db.execute(
+        """update matrix_inbox set state = $2, detail = $3, processed_at = now(),
+                  attempts = attempts + 1
+           where event_id = $1""",
+        event_id,
+        state,
+        detail[:1000] if detail else None,
+    )
+
+
+async def record_failure(db: Executor, event_id: str, error: str, max_attempts: int) -> None:
+    await db.execute(
+        """update matrix_inbox
+           set attempts = attempts + 1, detail = $2,
+               state = case when attempts + 1 >= $3 then 'failed' else 'pending' end,
+               processed_at = case when attempts + 1 >= $3 then now() else null end
+           where event_id = $1 and state = 'pending'""",
+        event_id,
+        error[:1000],
+        max_attempts,
+    )
+
+
+async def stale_pending(db: Executor, older_than_seconds: float, limit: int) -> list[str]:
+    rows = await db.fetch(
+        """select event_id from matrix_inbox
+           where state = 'pending' and received_at < now() - make_interval(secs => $1)
+           order by received_at limit $2""",
+        older_than_seconds,
+        limit,
+    )
+    return [r["event_id"] for r in rows]
+
+
+async def inbox_counts(db: Executor) -> dict[str, int]:
+    rows = await db.fetch("select state, count(*) as n from matrix_inbox group by state")
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+# --- ghosts ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Ghost:
+    matrix_user_id: str
+    registered: bool
+    display_name: str | None
+
+
+async def get_ghost(db: Executor, matrix_user_id: str) -> Ghost | None:
+    row = await db.fetchrow(
+        """select matrix_user_id, registered_at is not null as registered, display_name
+           from matrix_ghosts where matrix_user_id = $1""",
+        matrix_user_id,
+    )
+    return Ghost(**dict(row)) if row else None
+
+
+async def mark_registered(db: Executor, matrix_user_id: str, city_user_id: str | None) -> None:
+    await db.execute(
+        """insert into matrix_ghosts (matrix_user_id, city_user_id, registered_at)
+           values ($1, $2, now())
+           on conflict (matrix_user_id) do update
+           set registered_at = coalesce(matrix_ghosts.registered_at, now())""",
+        matrix_user_id,
+        city_user_id,
+    )
+
+
+async def set_display_name(db: Executor, matrix_user_id: str, name: str) -> None:
+    await db.execute(
+        "update matrix_ghosts set display_name = $2 where matrix_user_id = $1",
+        matrix_user_id,
+        name,
+    )
+
+
+async def set_presence_target(
+    db: Executor,
+    matrix_user_id: str,
+    city_user_id: str | None,
+    presence: str,
+    due_in_seconds: float,
+) -> None:
+    """Record the presence Matrix should show; a sweep sends it if still unsent then."""
+    await db.execute(
+        """insert into matrix_ghosts
+               (matrix_user_id, city_user_id, presence, presence_sent, presence_due_at)
+           values ($1, $2, $3, false, now() + make_interval(secs => $4))
+           on conflict (matrix_user_id) do update
+           set presence = $3, presence_sent = false,
+               presence_due_at = now() + make_interval(secs => $4)""",
+        matrix_user_id,
+        city_user_id,
+        presence,
+        due_in_seconds,
+    )
+
+
+async def presence_delivered(
+    db: Executor, matrix_user_id: str, presence: str, refresh_seconds: float
+) -> None:
+    """Synapse has `presence`; online/unavailable are due again for a refresh."""
+    await db.execute(
+        """update matrix_ghosts
+           set presence_sent = true,
+               presence_due_at = case when presence = 'offline' then null
+                                      else now() + make_interval(secs => $3) end
+           where matrix_user_id = $1 and presence = $2""",
+        matrix_user_id,
+        presence,
+        refresh_seconds,
+    )
+
+
+async def presence_retry(
+    db: Executor, matrix_user_id: str, presence: str, delay_seconds: float
+) -> None:
+    await db.execute(
+        """update matrix_ghosts set presence_due_at = now() + make_interval(secs => $3)
+           where matrix_user_id = $1 and presence = $2""",
+        matrix_user_id,
+        presence,
+        delay_seconds,
+    )
+
+
+async def claim_due_presence(
+    db: Executor, lease_seconds: float, limit: int
+) -> list[tuple[str, str | None, str]]:
+    """Ghosts whose presence must be (re)sent now, claimed for `lease_seconds`.
+
+    Moving the due time forward is the claim: another process's sweep no longer sees
+    the row, so each refresh is sent by one process.
+    """
+    rows = await db.fetch(
+        """update matrix_ghosts g
+           set presence_due_at = now() + make_interval(secs => $1)
+           where g.matrix_user_id in (
+               select matrix_user_id from matrix_ghosts
+               where presence_due_at <= now()
+               order by presence_due_at limit $2
+               for update skip locked)
+           returning g.matrix_user_id, g.city_user_id, g.presence""",
+        lease_seconds,
+        limit,
+    )
+    return [(r["matrix_user_id"], r["city_user_id"], r["presence"]) for r in rows]
+
+
+# --- city messages edited or removed from Matrix ------------------------------------
+async def edit_message_body(db: Executor, message_id: str, body: str) -> bool:
+    done = await db.fetchval(
+        "update city_room_messages set body = $2 where id = $1 returning id", message_id, body
+    )
+    if done is None:
+        return False
+    await db.execute(
+        """update city_feed_events
+           set payload = payload || jsonb_build_object('body', $2::text, 'snippet', $3::text,
+                                                       'edited', true)
+           where payload->>'message_id' = $1""",
+        message_id,
+        body,
+        snippet(body),
+    )
+    return True
+
+
+async def delete_message(db: Executor, message_id: str) -> bool:
+    done = await db.fetchval(
+        "delete from city_room_messages where id = $1 returning id", message_id
+    )
+    if done is None:
+        return False
+    await db.execute("delete from city_feed_events where payload->>'message_id' = $1", message_id)
+    await db.execute("delete from matrix_outbox where message_id = $1", message_id)
+    return True
+
+
+async def set_event_id_if_missing(db: Executor, message_id: str, event_id: str) -> bool:
+    """Record the Matrix copy of a city message (seen as an echo) unless known."""
+    done = await db.fetchval(
+        """update city_room_messages set matrix_event_id = $2
+           where id = $1 and matrix_event_id is null
+             and not exists (select 1 from city_room_messages where matrix_event_id = $2)
+           returning id""",
+        message_id,
+        event_id,
+    )
+    return done is not None

@@ -1,0 +1,88 @@
+"""A city user and an Element user talk in the same room, through a real Synapse."""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+import httpx
+
+from gateway.models import Message
+from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, city_body
+from tests.servers import wait_until
+
+
+async def test_city_and_element_users_talk_in_one_room(
+    bridged: PortGateway, bridge_env: BridgeEnv, element: MakeElement, db: asyncpg.Connection
+) -> None:
+    posted: list[Message] = []
+
+    async def collect(message: Message) -> None:
+        posted.append(message)
+
+    bridged.runtime.hooks.message_posted.append(collect)
+
+    room = (await bridged.http.get("/city/rooms/room_city_general")).json()["room"]
+    assert room["matrix_alias"] == bridge_env.alias("general")
+    assert room["matrix_room_id"].startswith("!")
+
+    alice = await element()
+    matrix_room = await alice.join(bridge_env.alias("general"))
+    assert matrix_room == room["matrix_room_id"]
+
+    # City → Matrix: sent by the author's ghost, display name from the token.
+    text = f"hello from the city {secrets.token_hex(3)}"
+    resp = await bridged.http.post(
+        "/city/rooms/room_city_general/messages",
+        json={"body": text},
+        headers=bridged.auth("u_1", "Olena"),
+    )
+    assert resp.status_code == 201, resp.text
+    city_id = resp.json()["id"]
+    ghost = bridge_env.user_id("city_u_1")
+    event = await alice.wait_for_message(matrix_room, lambda e: city_body(e) == text)
+    assert event["sender"] == ghost
+    assert event["content"]["city.message_id"] == city_id
+    profile = httpx.get(
+        f"{bridge_env.hs.base_url}/_matrix/client/v3/profile/{ghost}/displayname"
+    ).json()
+    assert profile["displayname"] == "Olena"
+    stored = await db.fetchval(
+        "select matrix_event_id from city_room_messages where id = $1", city_id
+    )
+    assert stored == event["event_id"]
+
+    # Matrix → City: history, feed, and the after-commit hook (WebSockets), once each.
+    reply = f"hi from element {secrets.token_hex(3)}"
+    event_id = await alice.send(matrix_room, reply)
+
+    async def in_history() -> dict[str, object] | None:
+        page = (await bridged.http.get("/city/rooms/room_city_general")).json()
+        return next((m for m in page["messages"] if m["body"] == reply), None)
+
+    message = await wait_until(in_history, timeout=15)
+    assert message["author_matrix_id"] == alice.user_id
+    assert message["author_user_id"] is None
+    feed = (await bridged.http.get("/city/feed")).json()
+    items = [f for f in feed if f["payload"]["body"] == reply]
+    assert len(items) == 1
+    assert items[0]["kind"] == "room_message"
+    assert items[0]["payload"]["source"] == "matrix"
+    assert [m.body for m in posted if m.body == reply] == [reply]
+    assert (
+        await db.fetchval(
+            "select count(*) from city_room_messages where matrix_event_id = $1", event_id
+        )
+        == 1
+    )
+    # The ghost's own message came back to the appservice and was dropped as an echo.
+    await wait_until(
+        lambda: db.fetchval(
+            "select state from matrix_inbox where event_id = $1", stored
+        ),
+        timeout=10,
+    )
+    assert await db.fetchval("select state from matrix_inbox where event_id = $1", stored) == (
+        "dropped"
+    )
+    assert await db.fetchval("select count(*) from city_room_messages") == 2
