@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bridge import appservice
-from gateway.api import feed, health, rooms
+from gateway.api import feed, health, rooms, secondme
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
 from gateway.runtime import open_runtime
 from gateway.settings import Settings
 
-ROUTERS = [health.router, rooms.router, feed.router, appservice.router]
+ROUTERS = [health.router, rooms.router, feed.router, secondme.router, appservice.router]
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -61,9 +61,11 @@ def subsystem_starters() -> list[Starter]:
     """The optional parts, in start order (later ones may use earlier ones)."""
     # Imported here so the core does not depend on the parts at import time.
     from bridge.service import start_bridge
+    from gateway.secondme import start_secondme
 
     starters: list[Starter] = []
     starters.append(start_bridge)  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
+    starters.append(start_secondme)
     return starters
 
 

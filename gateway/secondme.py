@@ -1,0 +1,214 @@
+"""Second Me: a personal agent per user, answered by Agents Core.
+
+A user's conversation is the latest of their sessions. An exchange stores the
+user's message first (so it is kept even when Agents Core fails), sends Agents
+Core that message with the history before it (oldest first), and stores the reply.
+No database connection is held while Agents Core thinks: a slow agent must not
+starve the rest of the service of connections.
+
+Users are city users (`u_…`) or Matrix users (`@…:S`, for Second Me's DMs); the
+two id spaces cannot collide, so one table keeps both.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from gateway.agents_core import (
+    AgentsCoreClient,
+    AgentTimeout,
+    AgentUnavailable,
+    HistoryItem,
+    build_agents_core,
+)
+from gateway.errors import AppError
+from gateway.secondme_ratelimit import SlidingWindowLimiter
+from gateway.storage import Executor
+from gateway.storage import secondme as sql
+from gateway.storage.secondme import SecondMeMessage, SecondMeSession
+from gateway.text import clean_text
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "secondme"
+PROMPT_MAX_CHARS = 8000
+# `history` in an invoke answer: at least the exchange itself.
+MIN_ANSWER_HISTORY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A stored prompt and the conversation before it, ready to send to Agents Core."""
+
+    user_id: str
+    prompt: SecondMeMessage
+    context: list[SecondMeMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    reply: str
+    history: list[SecondMeMessage]
+
+
+def check_prompt(prompt: str) -> str:
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise AppError(
+            422, "prompt_too_long", f"prompt is longer than {PROMPT_MAX_CHARS} characters"
+        )
+    return clean_text(prompt, field="prompt", max_chars=PROMPT_MAX_CHARS, code="invalid_prompt")
+
+
+def agent_error(exc: AgentUnavailable) -> AppError:
+    """The API's answer to a failed Agents Core call (the prompt is already stored)."""
+    if isinstance(exc, AgentTimeout):
+        return AppError(
+            504,
+            "agent_timeout",
+            f"Second Me did not answer in time ({exc.message}). "
+            "Your message was saved; please try again.",
+        )
+    return AppError(
+        502,
+        "agent_unavailable",
+        f"Second Me is unavailable right now ({exc.message}). "
+        "Your message was saved; please try again later.",
+    )
+
+
+class SecondMeService:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        client: AgentsCoreClient | None,
+        limiter: SlidingWindowLimiter,
+        *,
+        agent_id: str,
+        history_messages: int,
+    ) -> None:
+        self._db = db
+        self._client = client
+        self._limiter = limiter
+        self.agent_id = agent_id
+        self.history_messages = history_messages
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    def require_configured(self) -> None:
+        if self._client is None:
+            raise AppError(
+                503,
+                "secondme_not_configured",
+                "Second Me is not configured on this server (AGENTS_CORE_URL is not set)",
+            )
+
+    async def check_rate(self, user_id: str) -> None:
+        """429 `rate_limited` once the user used up their calls of the last minute."""
+        decision = await self._limiter.check(user_id)
+        if not decision.allowed:
+            raise AppError(
+                429,
+                "rate_limited",
+                f"too many Second Me requests; try again in {decision.retry_after_seconds} s",
+                headers={"Retry-After": str(decision.retry_after_seconds)},
+            )
+
+    # --- the seed's functions --------------------------------------------------------
+    async def get_or_create_session(self, user_id: str) -> SecondMeSession:
+        async with self._db.acquire() as conn, conn.transaction():
+            return await sql.get_or_create_session(conn, user_id)
+
+    async def get_last_messages(self, user_id: str, limit: int = 5) -> list[SecondMeMessage]:
+        """The user's latest `limit` messages, oldest first."""
+        return await sql.last_messages(self._db, user_id, limit)
+
+    async def invoke_second_me(self, user_id: str, prompt: str) -> Exchange:
+        """One exchange for the HTTP API: 422 / 503 / 429 / 502 / 504 as AppError."""
+        check_prompt(prompt)
+        self.require_configured()
+        await self.check_rate(user_id)
+        async with self._db.acquire() as conn, conn.transaction():
+            turn = await self.start_turn(conn, user_id, prompt)
+        # The connection is back in the pool while Agents Core works.
+        try:
+            reply = await self.ask(turn)
+        except AgentUnavailable as exc:
+            raise agent_error(exc) from None
+        await self.record_reply(self._db, turn, reply)
+        history = await sql.last_messages(
+            self._db, user_id, max(self.history_messages, MIN_ANSWER_HISTORY)
+        )
+        return Exchange(reply, history)
+
+    # --- steps, shared with replies in rooms -------------------------------------------
+    async def start_turn(self, conn: asyncpg.Connection, user_id: str, prompt: str) -> Turn:
+        """Store the prompt in the user's active session (call inside a transaction)."""
+        session = await sql.get_or_create_session(conn, user_id)
+        message = await sql.insert_message(conn, session.id, user_id, "user", prompt)
+        return await self.resume_turn(conn, message)
+
+    async def resume_turn(self, db: Executor, prompt: SecondMeMessage) -> Turn:
+        """The turn of an already stored prompt (its context is what came before it)."""
+        context = await sql.messages_before(db, prompt, self.history_messages)
+        return Turn(prompt.user_id, prompt, context)
+
+    async def ask(self, turn: Turn) -> str:
+        """Agents Core's reply; raises AgentUnavailable / AgentTimeout (no AppError)."""
+        self.require_configured()
+        assert self._client is not None
+        return await self._client.invoke(
+            agent_id=self.agent_id,
+            user_id=turn.user_id,
+            prompt=turn.prompt.content,
+            history=[HistoryItem(m.role, m.content) for m in turn.context],
+        )
+
+    async def record_reply(self, db: Executor, turn: Turn, reply: str) -> SecondMeMessage:
+        return await sql.insert_message(
+            db, turn.prompt.session_id, turn.user_id, "assistant", reply
+        )
+
+
+def secondme_service(rt: Runtime) -> SecondMeService:
+    service = rt.extensions.get(EXTENSION)
+    if not isinstance(service, SecondMeService):
+        raise AppError(503, "secondme_not_configured", "Second Me is not running on this server")
+    return service
+
+
+async def start_secondme(rt: Runtime, stack: AsyncExitStack) -> None:
+    """Starter: the Agents Core client, the service, and replies in rooms."""
+    settings = rt.settings
+    client = build_agents_core(settings)
+    if client is not None:
+        stack.push_async_callback(client.aclose)
+    else:
+        log.info("Second Me is off: AGENTS_CORE_URL is not set")
+    limiter = SlidingWindowLimiter(
+        rt.redis,
+        key_prefix=f"{settings.city_redis_prefix}secondme:rate:",
+        limit=settings.secondme_rate_per_minute,
+    )
+    service = SecondMeService(
+        rt.db,
+        client,
+        limiter,
+        agent_id=settings.secondme_agent_id,
+        history_messages=settings.secondme_history_messages,
+    )
+    rt.extensions[EXTENSION] = service
+    if client is not None:
+        # Imported here: it imports this module (replies are built on the service).
+        from gateway.secondme_mentions import start_room_replies
+
+        await start_room_replies(rt, stack, service)
