@@ -21,10 +21,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without the session-reset round trip.
+
+    asyncpg resets every connection on release (UNLISTEN, RESET ALL, unlock all
+    advisory locks...), which is a second round trip for every one-statement
+    request and was ~13% of the message write path. Our code never leaves session
+    state on a pooled connection: advisory locks are transaction-scoped or released
+    in `finally`, and LISTEN uses a dedicated connection. Open transactions are
+    still rolled back by asyncpg on release.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
     await ensure_database(database_url)
     pool = await asyncpg.create_pool(
-        database_url, min_size=min(2, size), max_size=size, init=_init_connection
+        database_url,
+        min_size=min(2, size),
+        max_size=size,
+        init=_init_connection,
+        connection_class=PooledConnection,
     )
     assert pool is not None
     return pool

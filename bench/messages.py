@@ -1,0 +1,88 @@
+"""POST message throughput (message + feed event + outbox in one transaction).
+
+50 concurrent keep-alive connections (wrk) against one `city-gateway serve`
+process, and the same server's `GET /healthz` in the same run, so the ratio says
+how much of the framework's ceiling the write path keeps. Writes bench/RESULTS.md.
+
+    .venv/bin/python bench/messages.py [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.results import write_section
+from bench.server import bench_server
+
+POST_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"body":"benchmark message ' .. counter .. ' from the city"}'
+  return wrk.format("POST", nil, {["Content-Type"]="application/json",
+                                  ["Authorization"]="Bearer TOKEN"}, body)
+end
+"""
+
+
+def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": float(non2xx.group(1)) if non2xx else 0}
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/messages.py needs wrk: apt-get install wrk")
+
+    with bench_server() as server, tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(POST_SCRIPT.replace("TOKEN", server.token("u_bench", "Bench")))
+        url = server.base_url + "/city/rooms/room_city_general/messages"
+        wrk(url, 2, args.connections, str(script))  # warm-up
+        post = wrk(url, args.seconds, args.connections, str(script))
+        health = wrk(server.base_url + "/healthz", args.seconds, args.connections)
+
+    ratio = post["rps"] / health["rps"]
+    body = f"""## POST /city/rooms/{{id}}/messages throughput (`bench/messages.py`)
+
+One `city-gateway serve` process, {args.connections} keep-alive connections (wrk, 1 thread on
+the same 2-core machine), {args.seconds} s each. Every POST writes the message, its
+`room_message` feed event and its outbox row in one statement.
+
+| endpoint | req/s | p50 ms | p99 ms | non-2xx |
+|---|---|---|---|---|
+| POST message | {post["rps"]:.0f} | {post["p50"]:.2f} | {post["p99"]:.2f} | {post["errors"]:.0f} |
+| GET /healthz | {health["rps"]:.0f} | {health["p50"]:.2f} | {health["p99"]:.2f} | {health["errors"]:.0f} |
+
+Ratio POST / healthz: **{ratio:.2f}**. Target: ≥ 1,000 messages/s on one process.
+"""
+    write_section("messages", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
