@@ -143,6 +143,8 @@ class SecondMeReplies:
 
     async def sweep_once(self) -> int:
         """Take over claims left pending by a process that died; returns how many."""
+        if self._closed:
+            return 0
         abandoned = await sql.abandon_exhausted(self._db, MAX_ATTEMPTS)
         if abandoned:
             log.warning(
