@@ -16,6 +16,7 @@ always Redis's ``TIME``; gateway clocks never enter a decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -236,26 +237,50 @@ class PresenceEngine:
         return int(await self._redis.scard(self._online))
 
     async def run_sweeper(
-        self, on_transitions: TransitionSink, *, interval_seconds: float, limit: int = 500
+        self,
+        on_transitions: TransitionSink,
+        *,
+        interval_seconds: float,
+        limit: int = 500,
+        stop: asyncio.Event | None = None,
     ) -> None:
-        """Sweep forever (cancel the task to stop), handing transitions to the caller.
+        """Sweep until cancelled (or ``stop`` is set), handing transitions to the caller.
 
         A failed sweep or callback is logged and retried on the next tick: a Redis
-        hiccup must not end the only thing that declares users offline.
+        hiccup must not end the only thing that declares users offline. Setting
+        ``stop`` ends the loop between sweeps, so no claimed and settled transition is
+        lost to a cancellation in the middle of one (graceful shutdown).
         """
-        while True:
+        failing = False
+        while stop is None or not stop.is_set():
             transitions: list[PresenceTransition] = []
             try:
                 transitions = await self.sweep(limit)
-                if transitions:
-                    await on_transitions(transitions)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("presence sweep failed")
+                # Once per outage, not once per tick: Redis may be down for minutes.
+                if not failing:
+                    log.exception("presence sweep failed; retrying every tick")
+                failing = True
+            else:
+                if failing:
+                    log.info("presence sweeping works again")
+                failing = False
+            if transitions:
+                try:
+                    await on_transitions(transitions)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("handing over presence transitions failed")
             # A full batch means more are due: go again without waiting.
             if len(transitions) < limit:
-                await asyncio.sleep(interval_seconds)
+                if stop is None:
+                    await asyncio.sleep(interval_seconds)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), interval_seconds)
 
 
 def _outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:

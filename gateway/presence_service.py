@@ -1,0 +1,463 @@
+"""Presence wired to the outside: the engine, announcing transitions, sockets, sweeper.
+
+The engine (`gateway.presence`) decides; this module tells. A transition comes out of
+the engine in exactly one process (the one whose heartbeat, device offline or sweep
+caused it), and only that process announces it:
+
+* one `PUBLISH` of the `presence.update` frame on `{prefix}presence`; every process
+  (the publisher too) delivers the payload it receives to its local presence sockets,
+  so each socket gets each update once;
+* `room.presence` to every room the user has a socket in (the realtime hub's fanout);
+* `rt.hooks.emit_presence(...)` for the Matrix bridge and anyone else listening.
+
+Announcing happens off the request path, in order, from one task per process: a
+heartbeat answers after its single EVALSHA, and a slow listener (the bridge writes
+to PostgreSQL) never delays a heartbeat or the next `presence.update`.
+
+Presence uses its own Redis client that fails fast (one reconnect attempt, short
+timeouts): while Redis is down presence calls answer 503 `presence_unavailable`
+within a second instead of sitting in the client's retry back-off, and the sweeper
+and the subscription retry in the background until Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.errors import AppError
+from gateway.fanout import CLOSE_TOO_SLOW, ClientSocket, outgoing
+from gateway.hooks import CityHooks
+from gateway.jsonio import dumps
+from gateway.presence import PresenceEngine, PresenceState, PresenceTransition
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+    from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "presence"
+# How long one presence call may wait on Redis before it is answered 503.
+REDIS_TIMEOUT_SECONDS = 2.0
+# On shutdown: how long to wait for the sweeper's last round and the announcements.
+_DRAIN_SECONDS = 3.0
+# Rooms looked up at once when a sweep hands over many transitions.
+_ROOM_LOOKUPS_AT_ONCE = 50
+
+
+def presence_unavailable() -> AppError:
+    return AppError(
+        503, "presence_unavailable", "presence is unavailable (Redis cannot be reached)"
+    )
+
+
+def update_frame(user_id: str, status: str, last_active_ago: int) -> str:
+    """`presence.update`, the frame every presence socket gets (and the channel payload)."""
+    return dumps(
+        {
+            "event": "presence.update",
+            "user_id": user_id,
+            "status": status,
+            "last_active_ago": last_active_ago,
+        }
+    ).decode()
+
+
+class RoomPresence(Protocol):
+    """What presence needs from the realtime hub (gateway.realtime.Realtime)."""
+
+    async def rooms_of_user(self, user_id: str) -> list[str]: ...
+
+    def publish_room_presence(self, room_id: str, user_id: str, status: str) -> None: ...
+
+
+class PresenceSockets:
+    """This process's presence sockets; every `presence.update` goes to all of them."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[ClientSocket, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def add(self, sock: ClientSocket) -> None:
+        self._sockets[sock] = None
+
+    def remove(self, sock: ClientSocket) -> None:
+        self._sockets.pop(sock, None)
+
+    def deliver(self, frame: str) -> None:
+        """Queue the frame on every socket (never blocks); drop those too far behind."""
+        message = outgoing(frame)
+        slow = [sock for sock in self._sockets if not sock.offer(message)]
+        for sock in slow:
+            log.info("dropping slow presence websocket of %s", sock.user_id)
+            sock.close(CLOSE_TOO_SLOW, "client too slow")
+            self.remove(sock)
+
+    def close_all(self, code: int, reason: str) -> list[ClientSocket]:
+        sockets = list(self._sockets)
+        for sock in sockets:
+            sock.close(code, reason)
+        return sockets
+
+
+class PresenceChannel:
+    """This process's subscription to `{prefix}presence`, re-established forever.
+
+    Its own connection (pub/sub holds one), its own reconnect loop with back-off, and a
+    PING when idle so that a silently dead connection is noticed. `confirmed` is set
+    while Redis has confirmed the subscription on the live connection: updates
+    published from then on reach this process. Updates published while the
+    connection is down are lost; presence is state, the next transition corrects it.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        channel: str,
+        on_message: Callable[[str], None],
+        *,
+        ping_seconds: float = 5.0,
+    ) -> None:
+        self._url = redis_url
+        self.channel = channel
+        self._on_message = on_message
+        self._ping_seconds = ping_seconds
+        self.confirmed = asyncio.Event()
+        self.generation = 0  # successful subscriptions so far (1 = first, 2+ = recovered)
+
+    async def run(self) -> None:
+        backoff = 0.1
+        failing = False
+        while True:
+            client = aioredis.from_url(
+                self._url,
+                decode_responses=True,
+                retry=Retry(NoBackoff(), 0),  # reconnecting is this loop's job
+                socket_connect_timeout=1.0,
+            )
+            pubsub = client.pubsub()
+            generation = self.generation
+            try:
+                await pubsub.subscribe(self.channel)
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Once per outage (Redis may stay away for a while), not once per retry.
+                if not failing or self.generation != generation:
+                    log.warning("presence subscription lost: %r; reconnecting", exc)
+                failing = True
+            finally:
+                self.confirmed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            if self.generation != generation:
+                backoff = 0.1  # it worked for a while: retry promptly
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        silent = 0
+        while True:
+            message = await pubsub.get_message(timeout=self._ping_seconds)
+            if message is None:
+                silent += 1
+                if silent >= 3:
+                    raise ConnectionError("presence subscription silent")
+                await pubsub.ping()  # any answer counts as a sign of life
+                continue
+            silent = 0
+            kind = message["type"]
+            if kind == "message":
+                try:
+                    self._on_message(message["data"])
+                except Exception:
+                    log.exception("delivering a presence update failed")
+            elif kind == "subscribe" and message["channel"] == self.channel:
+                self.generation += 1
+                self.confirmed.set()
+                if self.generation > 1:
+                    log.info("presence subscription restored")
+
+
+class PresenceService:
+    """Heartbeats in, transitions announced once; reach it as `rt.extensions["presence"]`."""
+
+    def __init__(
+        self,
+        engine: PresenceEngine,
+        redis: aioredis.Redis,
+        hooks: CityHooks,
+        *,
+        channel: str,
+        matrix_user_id: Callable[[str], str | None],
+        rooms: RoomPresence | None = None,
+    ) -> None:
+        self.engine = engine
+        self._redis = redis
+        self._hooks = hooks
+        self.channel = channel
+        self.matrix_user_id = matrix_user_id
+        self._rooms = rooms
+        self.sockets = PresenceSockets()
+        # Transitions this process got, waiting to be announced (in order).
+        self._pending: deque[PresenceTransition] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Transitions handed to the hooks by this process (metrics count them by hook).
+        self.announced = 0
+        self.publish_failures = 0
+
+    # --- the rules' entry points (each raises 503 presence_unavailable) -----------------
+
+    async def heartbeat(
+        self,
+        user_id: str,
+        device_id: str | None,
+        status: str | None = None,
+        last_active_ago: int | None = None,
+    ) -> PresenceState:
+        """A device is alive (`status` online/away/unavailable); the user's state after it."""
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                state, transition = await self.engine.heartbeat(
+                    user_id, device_id, status, last_active_ago
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from None
+        if transition is not None:
+            self.announce([transition])
+        return state
+
+    async def device_offline(self, user_id: str, device_id: str | None) -> PresenceState:
+        """A device said goodbye; the user follows after the grace unless one comes back."""
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                state, transition = await self.engine.device_offline(user_id, device_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from None
+        if transition is not None:
+            self.announce([transition])
+        return state
+
+    async def statuses(self, user_ids: Sequence[str]) -> list[PresenceState]:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                return await self.engine.get_statuses(user_ids)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from None
+
+    async def count_online(self) -> int:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                return await self.engine.count_online()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _unavailable(exc) from None
+
+    # --- announcing ---------------------------------------------------------------------
+
+    def announce(self, transitions: list[PresenceTransition]) -> None:
+        """Queue transitions this process got from the engine; never blocks."""
+        self._pending.extend(transitions)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def announce_swept(self, transitions: list[PresenceTransition]) -> None:
+        """The sweeper's sink."""
+        self.announce(transitions)
+
+    async def run_announcer(self) -> None:
+        """Announce queued transitions in order, a batch at a time, until cancelled."""
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = list(self._pending)
+            self._pending.clear()
+            try:
+                await self._announce_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("announcing %d presence transitions failed", len(batch))
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued has been announced (True) or `timeout` passes."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._pending or not self._idle.is_set():
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _announce_batch(self, batch: list[PresenceTransition]) -> None:
+        # 1. presence.update: one PUBLISH per transition, all in one round trip. A
+        #    failure loses these frames (Redis is down: the states they describe are
+        #    likely gone with it); retrying a half-done pipeline could send some twice.
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for t in batch:
+                        pipe.publish(
+                            self.channel, update_frame(t.user_id, t.status, t.last_active_ago)
+                        )
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.publish_failures += 1
+            log.warning("publishing %d presence updates failed: %r", len(batch), exc)
+        # 2. room.presence to the rooms the user is connected to, on every process.
+        if self._rooms is not None:
+            await self._room_presence(self._rooms, batch)
+        # 3. The bridge and other listeners, in order, exactly once cluster-wide.
+        for t in batch:
+            await self._hooks.emit_presence(t.user_id, t.previous, t.status, t.last_active_ago)
+            self.announced += 1
+
+    async def _room_presence(self, hub: RoomPresence, batch: list[PresenceTransition]) -> None:
+        async def rooms_of(user_id: str) -> list[str]:
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    return await hub.rooms_of_user(user_id)
+            except Exception as exc:
+                log.warning("rooms of %s for room.presence unavailable: %r", user_id, exc)
+                return []
+
+        for start in range(0, len(batch), _ROOM_LOOKUPS_AT_ONCE):
+            chunk = batch[start : start + _ROOM_LOOKUPS_AT_ONCE]
+            found = await asyncio.gather(*(rooms_of(t.user_id) for t in chunk))
+            for t, room_ids in zip(chunk, found, strict=True):
+                for room_id in room_ids:
+                    hub.publish_room_presence(room_id, t.user_id, t.status)
+
+    # --- from the channel -----------------------------------------------------------------
+
+    def on_channel_message(self, payload: str) -> None:
+        self.sockets.deliver(payload)
+
+
+def _unavailable(exc: BaseException) -> AppError:
+    log.warning("presence call failed: %r", exc)
+    return presence_unavailable()
+
+
+def presence_of(rt: Runtime) -> PresenceService:
+    service = rt.extensions.get(EXTENSION)
+    if not isinstance(service, PresenceService):
+        raise presence_unavailable()
+    return service
+
+
+def ghost_namer(settings: Settings) -> Callable[[str], str | None]:
+    """user id -> the ghost's Matrix id when the bridge is configured, else None."""
+    if not settings.matrix_enabled or not settings.matrix_server_name:
+        return lambda _user_id: None
+    # The bridge owns the escaping; this is its pure function, nothing stateful.
+    from bridge.naming import escape_localpart
+
+    prefix, server = settings.matrix_ghost_prefix, settings.matrix_server_name
+
+    @lru_cache(maxsize=65_536)
+    def name(user_id: str) -> str:
+        return f"@{prefix}{escape_localpart(user_id)}:{server}"
+
+    return name
+
+
+def presence_redis(settings: Settings) -> aioredis.Redis:
+    """A client that gives up quickly: one reconnect (a restarted Redis), no back-off."""
+    return aioredis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        socket_connect_timeout=1.0,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        health_check_interval=10,
+    )
+
+
+async def start_presence(rt: Runtime, stack: AsyncExitStack) -> None:
+    """Starter: engine, announcer, channel subscription, sweeper; after `start_realtime`."""
+    settings = rt.settings
+    redis = presence_redis(settings)
+    stack.push_async_callback(redis.aclose)
+    hub: RoomPresence | None = rt.extensions.get("realtime")
+    service = PresenceService(
+        PresenceEngine.from_settings(redis, settings),
+        redis,
+        rt.hooks,
+        channel=f"{settings.city_redis_prefix}presence",
+        matrix_user_id=ghost_namer(settings),
+        rooms=hub,
+    )
+    loop = asyncio.get_running_loop()
+
+    subscription = PresenceChannel(settings.redis_url, service.channel, service.on_channel_message)
+    listener = loop.create_task(subscription.run(), name="presence.subscription")
+    stack.push_async_callback(_cancel, listener)
+
+    announcer = loop.create_task(service.run_announcer(), name="presence.announcer")
+    stack.push_async_callback(_cancel, announcer)
+
+    stop_sweeping = asyncio.Event()
+    sweeper = loop.create_task(
+        service.engine.run_sweeper(
+            service.announce_swept,
+            interval_seconds=settings.presence_sweep_interval_seconds,
+            stop=stop_sweeping,
+        ),
+        name="presence.sweeper",
+    )
+
+    async def stop() -> None:
+        # Let the sweeper finish its round (a transition it settled must be
+        # announced), then announce everything still queued, then stop.
+        stop_sweeping.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(sweeper), _DRAIN_SECONDS)
+        await _cancel(sweeper)
+        if not await service.drain(_DRAIN_SECONDS):
+            log.warning("shutting down with presence transitions not announced")
+
+    stack.push_async_callback(stop)
+
+    # Subscribed before the first request when Redis is up; if it is not, the
+    # subscription follows in the background as soon as Redis answers.
+    try:
+        await asyncio.wait_for(subscription.confirmed.wait(), 2.0)
+    except TimeoutError:
+        log.warning("presence channel not subscribed yet (Redis unavailable); retrying")
+
+    async def presence_ready() -> None:
+        if not subscription.confirmed.is_set():
+            raise RuntimeError("presence channel not subscribed")
+        await redis.ping()
+
+    rt.ready_checks["presence"] = presence_ready
+    rt.extensions[EXTENSION] = service
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
