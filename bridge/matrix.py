@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import httpx
 
+from gateway import metrics
+
 CS = "/_matrix/client/v3"
 
 
@@ -218,12 +220,13 @@ class MatrixClient:
     async def send(
         self, room_id: str, event_type: str, txn_id: str, content: dict[str, Any], user_id: str
     ) -> str:
-        data = await self.request(
-            "PUT",
-            f"{CS}/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}",
-            user_id=user_id,
-            body=content,
-        )
+        with metrics.timed(metrics.MATRIX_SEND_SECONDS, metrics.MATRIX_SEND_FAILURES):
+            data = await self.request(
+                "PUT",
+                f"{CS}/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}",
+                user_id=user_id,
+                body=content,
+            )
         return str(data["event_id"])
 
     async def redact(

@@ -12,6 +12,7 @@ from gateway.api import feed, health, rooms, secondme
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
+from gateway.metrics import MetricsMiddleware
 from gateway.runtime import open_runtime
 from gateway.settings import Settings
 
@@ -36,4 +37,6 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.city_max_request_bytes)
+    # Outermost: request id, metrics and access log also cover 413s and errors.
+    app.add_middleware(MetricsMiddleware)
     return app

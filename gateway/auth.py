@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import jwt
 
 from gateway.errors import AppError, unauthorized
+from gateway.logs import bind_user_id
 
 USER_ID_RE = re.compile(r"^u_[A-Za-z0-9_.=\-]{1,128}$")
 
@@ -103,4 +104,6 @@ def authenticate(
         raise unauthorized("missing bearer token")
     if allow_service and is_internal_token(internal_token, token):
         return Principal(user_id=None, is_service=True)
-    return decode_user_token(jwt_secret, token)
+    principal = decode_user_token(jwt_secret, token)
+    bind_user_id(principal.user_id)  # logs of this request name the user
+    return principal

@@ -61,11 +61,15 @@ def subsystem_starters() -> list[Starter]:
     """The optional parts, in start order (later ones may use earlier ones)."""
     # Imported here so the core does not depend on the parts at import time.
     from bridge.service import start_bridge
+    from gateway.metrics import start_metrics
+    from gateway.nats_bus import start_nats_bus
     from gateway.secondme import start_secondme
 
     starters: list[Starter] = []
     starters.append(start_bridge)  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
     starters.append(start_secondme)
+    starters.append(start_metrics)  # counts hook events; DB gauges on scrape
+    starters.append(start_nats_bus)  # publishes what the others announce (NATS_URL)
     return starters
 
 

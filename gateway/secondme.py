@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from gateway import metrics
 from gateway.agents_core import (
     AgentsCoreClient,
     AgentTimeout,
@@ -166,12 +167,13 @@ class SecondMeService:
         """Agents Core's reply; raises AgentUnavailable / AgentTimeout (no AppError)."""
         self.require_configured()
         assert self._client is not None
-        return await self._client.invoke(
-            agent_id=self.agent_id,
-            user_id=turn.user_id,
-            prompt=turn.prompt.content,
-            history=[HistoryItem(m.role, m.content) for m in turn.context],
-        )
+        with metrics.timed(metrics.AGENTS_CORE_SECONDS, metrics.AGENTS_CORE_FAILURES):
+            return await self._client.invoke(
+                agent_id=self.agent_id,
+                user_id=turn.user_id,
+                prompt=turn.prompt.content,
+                history=[HistoryItem(m.role, m.content) for m in turn.context],
+            )
 
     async def record_reply(self, db: Executor, turn: Turn, reply: str) -> SecondMeMessage:
         return await sql.insert_message(

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     # `presence:user:{id}`); test runs set one so that parallel runs do not collide.
     city_redis_prefix: str = ""
     nats_url: str | None = None
+    # JetStream stream and subject prefix for city events (gateway/nats_bus.py); the
+    # stream captures `{prefix}.>`. Tests use their own so runs can share one server.
+    nats_stream: str = Field(default="CITY", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_subject_prefix: str = Field(default="city", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    # Events waiting for NATS beyond this are dropped, oldest first (best effort).
+    nats_queue_max: int = Field(default=10_000, ge=1)
     city_auto_migrate: bool = True
     log_format: Literal["json", "human"] = "json"
     log_level: str = "INFO"

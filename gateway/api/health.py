@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.deps import RuntimeDep
 from gateway.jsonio import JSONResponse
+from gateway.metrics import refresh_on_scrape
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT_SECONDS = 2.0
@@ -39,5 +40,6 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> PlainTextResponse:
+async def metrics(rt: RuntimeDep) -> PlainTextResponse:
+    await refresh_on_scrape(rt)  # outbox/inbox gauges from PostgreSQL, cached
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
