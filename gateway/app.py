@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bridge import appservice
-from gateway.api import feed, health, rooms, secondme
+from gateway.api import feed, health, rooms, secondme, ws_rooms
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
@@ -16,7 +16,14 @@ from gateway.metrics import MetricsMiddleware
 from gateway.runtime import open_runtime
 from gateway.settings import Settings
 
-ROUTERS = [health.router, rooms.router, feed.router, secondme.router, appservice.router]
+ROUTERS = [
+    health.router,
+    rooms.router,
+    feed.router,
+    secondme.router,
+    appservice.router,
+    ws_rooms.router,
+]
 
 
 def create_app(settings: Settings) -> FastAPI:

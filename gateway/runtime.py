@@ -63,9 +63,11 @@ def subsystem_starters() -> list[Starter]:
     from bridge.service import start_bridge
     from gateway.metrics import start_metrics
     from gateway.nats_bus import start_nats_bus
+    from gateway.realtime import start_realtime
     from gateway.secondme import start_secondme
 
     starters: list[Starter] = []
+    starters.append(start_realtime)  # room sockets, fanout, members_online: first
     starters.append(start_bridge)  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
     starters.append(start_secondme)
     starters.append(start_metrics)  # counts hook events; DB gauges on scrape

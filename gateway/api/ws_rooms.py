@@ -1,0 +1,97 @@
+"""/ws/city/rooms/{room_id}: a room's live frames (SPEC §7).
+
+The socket is accepted first so that refusals carry a close code a browser can
+read (4401 bad token, 4404 unknown room); before `accept` ASGI servers can only
+answer 403. Client frames are handled one at a time, in order; a bad frame gets
+an `error` frame and the connection stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from gateway import wsproto
+from gateway.auth import decode_user_token
+from gateway.deps import RuntimeDep
+from gateway.errors import AppError
+from gateway.fanout import ClientSocket, outgoing
+from gateway.realtime import EXTENSION, Realtime
+from gateway.wsproto import FrameError, JoinFrame, LeaveFrame, PingFrame, SendFrame
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["websockets"])
+
+CLOSE_BAD_TOKEN = 4401
+CLOSE_UNKNOWN_ROOM = 4404
+CLOSE_UNAVAILABLE = 1011
+_PONG = outgoing(wsproto.PONG_FRAME)
+
+
+@router.websocket("/ws/city/rooms/{room_id}")
+async def room_socket(
+    websocket: WebSocket, room_id: str, rt: RuntimeDep, token: str | None = None
+) -> None:
+    hub: Realtime | None = rt.extensions.get(EXTENSION)
+    await websocket.accept()
+    if hub is None or hub.closing:
+        await websocket.close(CLOSE_UNAVAILABLE, "realtime is not available")
+        return
+    try:
+        user_id = decode_user_token(rt.settings.jwt_secret, token or "").require_user()
+    except AppError as exc:
+        await websocket.close(CLOSE_BAD_TOKEN, exc.message)
+        return
+    if not await hub.room_exists(room_id):
+        await websocket.close(CLOSE_UNKNOWN_ROOM, "room not found")
+        return
+
+    async def close(code: int, reason: str) -> None:
+        await websocket.close(code, reason)
+
+    sock = hub.open_socket(user_id, websocket.send, close)
+    try:
+        await hub.join(sock, room_id)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if sock.closing:
+                continue  # dropped (too slow) or shutting down: ignore what it sends
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await _handle(hub, sock, raw)
+    finally:
+        await hub.disconnect(sock)
+
+
+async def _handle(hub: Realtime, sock: ClientSocket, raw: str | bytes) -> None:
+    try:
+        frame = wsproto.parse_room_frame(raw)
+        if frame.user_id is not None and frame.user_id != sock.user_id:
+            raise FrameError("forbidden", "user_id is not the token's user")
+        if isinstance(frame, PingFrame):
+            sock.offer(_PONG)
+        elif isinstance(frame, SendFrame):
+            await hub.post(sock, frame)
+        elif isinstance(frame, JoinFrame):
+            await hub.join(sock, frame.room_id)
+        elif isinstance(frame, LeaveFrame):
+            await hub.leave(sock, frame.room_id)
+    except FrameError as exc:
+        _error(sock, exc.code, exc.message)
+    except AppError as exc:
+        _error(sock, exc.code, exc.message)
+    except Exception:
+        # A database or Redis failure must not drop the connection (SPEC §5).
+        log.exception("websocket frame from %s failed", sock.user_id)
+        _error(sock, "unavailable", "the service could not handle this frame; try again")
+
+
+def _error(sock: ClientSocket, code: str, message: str) -> None:
+    frame: dict[str, Any] = outgoing(wsproto.error_frame(code, message))
+    sock.offer(frame)

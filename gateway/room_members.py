@@ -1,0 +1,383 @@
+"""Who is connected to which room, across every process (`members_online`).
+
+Redis layout (every key under `settings.city_redis_prefix`):
+
+    city:ws:procs          ZSET  process id -> lease expiry (ms, Redis server time)
+    city:ws:proc:{pid}     SET   "room_id|user_id" held by that process
+    city:ws:room:{room}    HASH  user_id -> number of processes holding the user there
+    city:ws:user:{user}    HASH  room_id -> the same number, indexed by user
+
+`members_online(room)` is `HLEN city:ws:room:{room}`: O(1) per room, one script
+call for a whole page of rooms, independent of how many users are online.
+
+A process records a (room, user) pair when the user's first local socket joins
+the room and removes it when the last one leaves; every change goes through one
+ordered, pipelined queue so that Redis sees them in the order they happened.
+Each process renews its lease every `lease/3` seconds. Any process reaps a
+process whose lease expired: one atomic script pops its pairs and decrements the
+counts, so a crashed process's users vanish within `lease * 4/3` seconds and
+are reaped exactly once. A process that finds its own lease lost (Redis
+restarted, or it was paused longer than the lease) writes its pairs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+log = logging.getLogger(__name__)
+
+SEP = "|"  # neither room ids nor user ids contain it
+_BATCH = 500
+
+# Shared Lua: server time in ms, and removing one "room|user" pair's contribution.
+_LIB = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function drop_pair(prefix, entry)
+  local sep = string.find(entry, '|', 1, true)
+  local room = string.sub(entry, 1, sep - 1)
+  local user = string.sub(entry, sep + 1)
+  local rkey = prefix .. 'city:ws:room:' .. room
+  local ukey = prefix .. 'city:ws:user:' .. user
+  local n = redis.call('HINCRBY', rkey, user, -1)
+  if n <= 0 then redis.call('HDEL', rkey, user) end
+  local m = redis.call('HINCRBY', ukey, room, -1)
+  if m <= 0 then redis.call('HDEL', ukey, room) end
+  return n <= 0
+end
+local function add_pair(prefix, pkey, entry)
+  if redis.call('SADD', pkey, entry) == 0 then return false end
+  local sep = string.find(entry, '|', 1, true)
+  local room = string.sub(entry, 1, sep - 1)
+  local user = string.sub(entry, sep + 1)
+  redis.call('HINCRBY', prefix .. 'city:ws:user:' .. user, room, 1)
+  return redis.call('HINCRBY', prefix .. 'city:ws:room:' .. room, user, 1) == 1
+end
+"""
+
+# KEYS: procs, proc set. ARGV: prefix, pid, entry.
+# -> 1 the user is new in the room (no process had them), 0 not new, -1 our lease is
+# gone (the caller re-registers everything).
+_JOIN = (
+    _LIB
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not score or tonumber(score) < now_ms() then return -1 end
+if add_pair(ARGV[1], KEYS[2], ARGV[3]) then return 1 end
+return 0
+"""
+)
+
+# KEYS: proc set, room hash. ARGV: prefix, entry, user. -> 1 the user left the room
+# (no process holds them there any more), else 0.
+_LEAVE = (
+    _LIB
+    + """
+if redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
+  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return 1 end
+  return 0
+end
+if drop_pair(ARGV[1], ARGV[2]) then return 1 end
+return 0
+"""
+)
+
+# KEYS: procs. ARGV: pid, lease ms. -> 1 if our lease had lapsed or was missing.
+_RENEW = (
+    _LIB
+    + """
+local now = now_ms()
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if not score or tonumber(score) < now then return 1 end
+return 0
+"""
+)
+
+# Replace everything a process holds with the given pairs (registration, recovery).
+# KEYS: procs, proc set. ARGV: prefix, pid, lease ms, entries...
+_RESYNC = (
+    _LIB
+    + """
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do drop_pair(ARGV[1], entry) end
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV do add_pair(ARGV[1], KEYS[2], ARGV[i]) end
+redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), ARGV[2])
+return #ARGV - 3
+"""
+)
+
+# Pop up to ARGV[3] pairs of one process and drop their counts; when none are left,
+# forget the process. With ARGV[2] = '' it picks a process whose lease expired
+# (reaping); else that process (shutdown). Returns {pid, pairs left, gone pairs...}
+# or {} when there is nothing to reap.
+_REAP = (
+    _LIB
+    + """
+local pid = ARGV[2]
+if pid == '' then
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now_ms(), 'LIMIT', 0, 1)
+  if #dead == 0 then return {} end
+  pid = dead[1]
+end
+local pkey = ARGV[1] .. 'city:ws:proc:' .. pid
+local out = {pid, 0}
+for _, entry in ipairs(redis.call('SPOP', pkey, tonumber(ARGV[3]))) do
+  if drop_pair(ARGV[1], entry) then table.insert(out, entry) end
+end
+local left = redis.call('SCARD', pkey)
+if left == 0 then redis.call('ZREM', KEYS[1], pid) end
+out[2] = left
+return out
+"""
+)
+
+_COUNTS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HLEN', key) end
+return out
+"""
+
+
+@dataclass(slots=True)
+class _Op:
+    script: AsyncScript
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any] | None
+
+
+class RoomMembers:
+    """Distinct users per room across processes; implements hooks.OnlineMembers."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        process_id: str,
+        lease_seconds: float,
+        local_members: Callable[[], list[tuple[str, str]]],
+        local_counts: Callable[[list[str]], dict[str, int]],
+        on_gone: Callable[[str, str], None],
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.process_id = process_id
+        self._lease_ms = int(lease_seconds * 1000)
+        self._interval = lease_seconds / 3
+        self._local_members = local_members
+        self._local_counts = local_counts
+        self._on_gone = on_gone
+        self._procs_key = f"{prefix}city:ws:procs"
+        self._proc_key = f"{prefix}city:ws:proc:{process_id}"
+        self._join = redis.register_script(_JOIN)
+        self._leave = redis.register_script(_LEAVE)
+        self._renew = redis.register_script(_RENEW)
+        self._resync = redis.register_script(_RESYNC)
+        self._reap = redis.register_script(_REAP)
+        self._counts = redis.register_script(_COUNTS)
+        self._ops: deque[_Op] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._dirty = True  # nothing registered yet
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failures = 0
+
+    def room_key(self, room_id: str) -> str:
+        return f"{self._prefix}city:ws:room:{room_id}"
+
+    def user_key(self, user_id: str) -> str:
+        return f"{self._prefix}city:ws:user:{user_id}"
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._lease_loop())]
+        # Register before the first socket arrives (best effort: Redis may be down).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._enqueue_resync(), 5)
+
+    async def stop(self) -> None:
+        """Forget this process's pairs (its sockets are closed by now) and stop."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain_ops(), 2)
+        try:
+            await asyncio.wait_for(self._remove_process(self.process_id), 5)
+        except Exception as exc:
+            log.warning("could not remove room memberships on shutdown: %r", exc)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- changes (called in the order local state changes; never awaited inline) ---
+
+    def join(self, room_id: str, user_id: str) -> asyncio.Future[bool | None]:
+        """Record the user's first local socket in a room.
+
+        Resolves to True if no process had the user in the room before, False if
+        one did, None if Redis could not tell (unavailable).
+        """
+        return self._submit(
+            self._join,
+            [self._procs_key, self._proc_key],
+            [self._prefix, self.process_id, room_id + SEP + user_id],
+        )
+
+    def leave(self, room_id: str, user_id: str) -> asyncio.Future[bool | None]:
+        """Record the user's last local socket leaving; True if they left the room."""
+        return self._submit(
+            self._leave,
+            [self._proc_key, self.room_key(room_id)],
+            [self._prefix, room_id + SEP + user_id, user_id],
+        )
+
+    def _submit(self, script: AsyncScript, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Op(script, keys, args, future))
+        self._idle.clear()
+        self._wakeup.set()
+        return future
+
+    def _enqueue_resync(self) -> asyncio.Future[Any]:
+        # The snapshot is taken now: every change enqueued before is part of it, every
+        # change enqueued after applies on top of it.
+        entries = [room + SEP + user for room, user in self._local_members()]
+        return self._submit(
+            self._resync,
+            [self._procs_key, self._proc_key],
+            [self._prefix, self.process_id, self._lease_ms, *entries],
+        )
+
+    # --- reads ----------------------------------------------------------------------
+
+    async def counts(self, room_ids: list[str]) -> dict[str, int]:
+        if not room_ids:
+            return {}
+        try:
+            values = await self._counts(keys=[self.room_key(r) for r in room_ids])
+        except Exception as exc:
+            # Redis down: this process's own members are the best answer we have.
+            log.warning("members_online from Redis failed, counting local only: %r", exc)
+            return self._local_counts(room_ids)
+        return {room_id: int(n) for room_id, n in zip(room_ids, values, strict=True)}
+
+    async def rooms_of_user(self, user_id: str) -> list[str]:
+        """Rooms where the user has a socket on any process."""
+        rooms = await self._redis.hkeys(self.user_key(user_id))
+        return sorted(r if isinstance(r, str) else r.decode() for r in rooms)
+
+    # --- background -------------------------------------------------------------------
+
+    async def _drain_ops(self) -> None:
+        await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._ops:
+                self._wakeup.clear()
+                self._idle.set()
+                await self._wakeup.wait()
+            batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for op in batch:
+                        await op.script(keys=op.keys, args=op.args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+            except asyncio.CancelledError:
+                for op in batch:
+                    _resolve(op, None)
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                for op in batch:
+                    _resolve(op, None)
+                continue
+            for op, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    self._failed(result)
+                    _resolve(op, None)
+                elif op.script is self._join and result == -1:
+                    self._dirty = True  # our lease was lost: re-register everything now
+                    self._kick.set()
+                    _resolve(op, None)
+                elif op.script in (self._join, self._leave):
+                    _resolve(op, result == 1)
+                else:
+                    _resolve(op, result)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._dirty = True
+        self._failures += 1
+        if self._failures == 1 or self._failures % 100 == 0:
+            log.warning("room membership update failed (%d times): %r", self._failures, exc)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._interval)
+            self._kick.clear()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+
+    async def _tick(self) -> None:
+        lapsed = await self._submit(
+            self._renew, [self._procs_key], [self.process_id, self._lease_ms]
+        )
+        if lapsed is None:
+            return  # Redis unavailable; try again next tick
+        if lapsed == 1 or self._dirty:
+            self._dirty = False
+            if await self._enqueue_resync() is None:
+                self._dirty = True
+            elif self._failures:
+                log.info("room memberships re-registered after Redis trouble")
+                self._failures = 0
+        await self._reap_expired()
+
+    async def _reap_expired(self) -> None:
+        for _ in range(1000):  # bounded: each call pops up to _BATCH pairs
+            out = await self._reap(keys=[self._procs_key], args=[self._prefix, "", _BATCH])
+            if not out:
+                return
+            pid, gone = out[0], out[2:]
+            if gone:
+                log.info("reaped %d room memberships of dead process %s", len(gone), pid)
+            self._announce(gone)
+
+    async def _remove_process(self, pid: str) -> None:
+        for _ in range(1000):
+            out = await self._reap(keys=[self._procs_key], args=[self._prefix, pid, _BATCH])
+            self._announce(out[2:])
+            if int(out[1]) == 0:
+                return
+
+    def _announce(self, gone: list[str]) -> None:
+        for entry in gone:
+            room_id, _, user_id = entry.partition(SEP)
+            try:
+                self._on_gone(room_id, user_id)
+            except Exception:
+                log.exception("announcing a reaped member failed")
+
+
+def _resolve(op: _Op, value: Any) -> None:
+    if op.future is not None and not op.future.done():
+        op.future.set_result(value)
