@@ -30,6 +30,7 @@ class Ghosts:
         # One registration / rename / join at a time per user, so concurrent rooms
         # sending for the same ghost do not repeat the same call.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._join_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def ensure(self, user_id: str, display_name: str | None = None) -> None:
         """The user exists on Synapse and (if given) shows `display_name`."""
@@ -62,12 +63,17 @@ class Ghosts:
         key = (user_id, matrix_room_id)
         if key in self._joined:
             return
-        async with self._locks[user_id]:
-            if key not in self._joined:
+        # Per (user, room): one ghost joining several rooms at once is fine.
+        async with self._join_locks[key]:
+            if key in self._joined:
+                return
+            if not await storage.is_member(self._db, user_id, matrix_room_id):
                 # Joining a public room we are already in is a no-op on Synapse.
                 await self._matrix.join(matrix_room_id, user_id)
-                self._joined.add(key)
+                await storage.set_member(self._db, user_id, matrix_room_id, True)
+            self._joined.add(key)
 
-    def forget_membership(self, user_id: str, matrix_room_id: str) -> None:
+    async def forget_membership(self, user_id: str, matrix_room_id: str) -> None:
         """After a 403 (kicked, left): the next ensure_joined joins again."""
         self._joined.discard((user_id, matrix_room_id))
+        await storage.set_member(self._db, user_id, matrix_room_id, False)

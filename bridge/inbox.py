@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 
 from bridge import render, storage
 from bridge.naming import Names
@@ -31,6 +32,10 @@ from gateway.storage import rooms as room_sql
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+
+PROCESSED = Counter(
+    "city_matrix_inbox_events", "Matrix events processed by this process", ["state"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Inbox:
             except Exception:
                 log.exception("recording the failure of %s failed", event_id)
             return
+        PROCESSED.labels(outcome.state).inc()
         if outcome.state == "dropped":
             log.debug("Matrix event %s dropped: %s", event_id, outcome.detail)
         if outcome.posted is not None:

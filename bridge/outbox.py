@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 
 from bridge import storage
 from bridge.ghosts import Ghosts
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 CITY_MESSAGE_ID = "city.message_id"
 CITY_ROOM_ID = "city.room_id"
 _UNAVAILABLE = "unavailable: "
+# Attempts before a message Synapse keeps refusing (4xx other than 429) is dropped.
+_REFUSED_ATTEMPTS = 6
+
+SENT = Counter("city_matrix_outbox_sent", "City messages delivered to Matrix by this process")
+RETRIED = Counter("city_matrix_outbox_retries", "Outbox sends that failed and were rescheduled")
 
 
 class _Retry(Exception):
@@ -75,6 +81,7 @@ class OutboxSender:
         poll_seconds: float,
         retry_max_seconds: float,
         gate: Callable[[], bool],
+        on_recovered: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._matrix = matrix
@@ -85,6 +92,7 @@ class OutboxSender:
         self._poll = poll_seconds
         self._retry_max = retry_max_seconds
         self._gate = gate  # False until start-up has reached Synapse
+        self._on_recovered = on_recovered
         self._wake = asyncio.Event()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._synapse_down = False
@@ -146,6 +154,8 @@ class OutboxSender:
             _UNAVAILABLE + "%",
         )
         log.info("Synapse reachable again; resuming the outbox")
+        if self._on_recovered is not None:
+            await self._on_recovered()
         return True
 
     async def _drain(self, room_id: str) -> None:
@@ -212,23 +222,26 @@ class OutboxSender:
                 if exc.status != 403:
                     raise
                 # Kicked or left since we joined: join again, once.
-                self._ghosts.forget_membership(sender, matrix_room_id)
+                await self._ghosts.forget_membership(sender, matrix_room_id)
                 await self._ghosts.ensure_joined(sender, matrix_room_id)
                 event_id = await self._send(matrix_room_id, sender, message)
         except MatrixUnavailable as exc:
             self._synapse_down = True
             raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
         except MatrixError as exc:
-            if exc.transient:
+            if exc.transient or head.attempts + 1 < _REFUSED_ATTEMPTS:
+                # Also a refusal, a few times: a room that another process is still
+                # creating refuses joins until its join rule is set.
                 delay = None
                 if exc.retry_after_ms is not None:
                     delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
                 raise _Retry(str(exc), delay, exc.maybe_applied) from None
-            # 4xx other than 429 will fail the same way forever; holding the head would
-            # stop the whole room, so the message stays city-only and we say so.
+            # A 4xx that keeps coming would hold the room's head forever and stop the
+            # whole room, so the message stays city-only and we say so loudly.
             log.error("outbox %s dropped: Synapse refused it: %s", message.id, exc)
             return None
         self.sent += 1
+        SENT.inc()
         return event_id
 
     async def _send(self, matrix_room_id: str, sender: str, message: Message) -> str:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "bridge"
 _MAINTENANCE_SECONDS = 30.0
+_PING_FAILURES = ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT", "M_BAD_STATUS")
 
 
 class BridgeStartError(Exception):
@@ -73,6 +74,7 @@ class Bridge:
             poll_seconds=settings.matrix_outbox_poll_seconds,
             retry_max_seconds=settings.matrix_retry_max_seconds,
             gate=lambda: self.synapse_ok,
+            on_recovered=self.on_synapse_back,
         )
         self.inbox = Inbox(
             rt.db, rt.messages, rt.hooks, self.names, max_chars=settings.city_message_max_chars
@@ -166,19 +168,35 @@ class Bridge:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.settings.matrix_retry_max_seconds)
 
-    async def _ping(self) -> None:
-        """Synapse calls us back: proves MATRIX_APPSERVICE_URL reaches this service."""
+    async def _ping(self, attempts: int = 20) -> None:
+        """Synapse calls us back: proves MATRIX_APPSERVICE_URL reaches this service.
+
+        A successful ping also makes Synapse retry the transactions it queued while we
+        were away at once, instead of after its back-off (up to ~8 minutes). At
+        start-up our own listener may not be bound yet, hence a few quick retries.
+        """
+        for attempt in range(attempts):
+            try:
+                await self.matrix.ping(self.settings.matrix_appservice_id, secrets.token_hex(8))
+                return
+            except MatrixError as exc:
+                if exc.status == 404 and exc.errcode == "M_UNRECOGNIZED":
+                    return  # a homeserver without the ping endpoint (before Matrix 1.7)
+                if exc.errcode not in _PING_FAILURES:
+                    raise
+                if attempt == attempts - 1:
+                    raise BridgeStartError(
+                        f"Synapse cannot reach the appservice at"
+                        f" {self.settings.matrix_appservice_url}: {exc.message}"
+                    ) from None
+            await asyncio.sleep(0.25)
+
+    async def on_synapse_back(self) -> None:
+        """After an outage: ping so Synapse also resumes pushing to us right away."""
         try:
-            await self.matrix.ping(self.settings.matrix_appservice_id, secrets.token_hex(8))
-        except MatrixError as exc:
-            if exc.errcode in ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT", "M_BAD_STATUS"):
-                raise BridgeStartError(
-                    f"Synapse cannot reach the appservice at"
-                    f" {self.settings.matrix_appservice_url}: {exc.message}"
-                ) from None
-            if exc.status == 404 and exc.errcode == "M_UNRECOGNIZED":
-                return  # a homeserver without the ping endpoint (before Matrix 1.7)
-            raise
+            await self._ping(attempts=1)
+        except Exception as exc:
+            log.warning("ping after Synapse's return failed: %s", exc)
 
     async def sync_rooms(self) -> None:
         """Create the Matrix room of every city room that has none yet."""

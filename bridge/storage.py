@@ -270,6 +270,31 @@ async def claim_due_presence(
     return [(r["matrix_user_id"], r["city_user_id"], r["presence"]) for r in rows]
 
 
+async def is_member(db: Executor, matrix_user_id: str, matrix_room_id: str) -> bool:
+    found = await db.fetchval(
+        "select 1 from matrix_memberships where matrix_user_id = $1 and matrix_room_id = $2",
+        matrix_user_id,
+        matrix_room_id,
+    )
+    return found is not None
+
+
+async def set_member(db: Executor, matrix_user_id: str, matrix_room_id: str, joined: bool) -> None:
+    if joined:
+        await db.execute(
+            """insert into matrix_memberships (matrix_user_id, matrix_room_id) values ($1, $2)
+               on conflict do nothing""",
+            matrix_user_id,
+            matrix_room_id,
+        )
+    else:
+        await db.execute(
+            "delete from matrix_memberships where matrix_user_id = $1 and matrix_room_id = $2",
+            matrix_user_id,
+            matrix_room_id,
+        )
+
+
 # --- city messages edited or removed from Matrix ------------------------------------
 async def edit_message_body(db: Executor, message_id: str, body: str) -> bool:
     done = await db.fetchval(

@@ -39,6 +39,15 @@ create table matrix_ghosts (
 create index ix_matrix_ghosts_presence_due on matrix_ghosts(presence_due_at)
     where presence_due_at is not null;
 
+-- Rooms each of our users has joined, so a join happens once cluster-wide and across
+-- restarts (a join is one of Synapse's most expensive calls).
+create table matrix_memberships (
+    matrix_user_id text not null,
+    matrix_room_id text not null,
+    joined_at      timestamptz not null default now(),
+    primary key (matrix_user_id, matrix_room_id)
+);
+
 -- The outbox sender retries a head row whose send may have reached Synapse (timeout,
 -- reset, 5xx) only after checking the room for an event carrying the message id:
 -- Synapse's txn-id cache is in memory, so a restart in between would otherwise let

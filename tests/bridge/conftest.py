@@ -37,7 +37,7 @@ from tests.synapse_harness import (
 FAST = {
     "matrix_retry_max_seconds": 1.0,
     "matrix_outbox_poll_seconds": 0.2,
-    "matrix_request_timeout_seconds": 5.0,
+    "matrix_request_timeout_seconds": 10.0,
 }
 
 
@@ -214,3 +214,28 @@ def city_body(event: dict[str, Any]) -> str | None:
     content = event.get("content") or {}
     body = content.get("body")
     return body if isinstance(body, str) else None
+
+
+async def matrix_history(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
+    """Every m.room.message in a Matrix room, oldest first (read as the bot)."""
+    events: list[dict[str, Any]] = []
+    params: dict[str, str] = {"dir": "f", "limit": "1000"}
+    async with httpx.AsyncClient(base_url=env.hs.base_url, timeout=30) as http:
+        while True:
+            resp = await http.get(
+                f"/_matrix/client/v3/rooms/{room_id}/messages",
+                params=params,
+                headers=env.hs.as_headers,
+            )
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            events.extend(e for e in body["chunk"] if e.get("type") == "m.room.message")
+            if not body["chunk"] or "end" not in body:
+                return events
+            params["from"] = body["end"]
+
+
+def city_ids_in(events: list[dict[str, Any]], wanted: set[str]) -> list[str]:
+    """The city message ids carried by `events`, in order, limited to `wanted`."""
+    ids = [(e.get("content") or {}).get("city.message_id") for e in events]
+    return [i for i in ids if i in wanted]

@@ -77,9 +77,7 @@ async def test_city_and_element_users_talk_in_one_room(
     )
     # The ghost's own message came back to the appservice and was dropped as an echo.
     await wait_until(
-        lambda: db.fetchval(
-            "select state from matrix_inbox where event_id = $1", stored
-        ),
+        lambda: db.fetchval("select state from matrix_inbox where event_id = $1", stored),
         timeout=10,
     )
     assert await db.fetchval("select state from matrix_inbox where event_id = $1", stored) == (
