@@ -31,7 +31,9 @@ class Client:
         self._seen = 0
 
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
-        await self.ws.send(frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode())
+        await self.ws.send(
+            frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode()
+        )
 
     async def next(self, event: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """The next not-yet-consumed frame (of `event`, skipping others)."""
@@ -109,7 +111,11 @@ async def online(gw: Gateway, room_id: str = GENERAL) -> tuple[int, int]:
 async def test_join_and_leave_frames(gateway: InProcessGateway) -> None:
     async with client(gateway, "u_ann") as ann:
         async with client(gateway, "u_bob") as bob:
-            assert await ann.next() == {"event": "room.join", "room_id": GENERAL, "user_id": "u_bob"}
+            assert await ann.next() == {
+                "event": "room.join",
+                "room_id": GENERAL,
+                "user_id": "u_bob",
+            }
             # A second socket of a user already in the room: acknowledged to itself only.
             async with client(gateway, "u_bob"):
                 pass
@@ -230,7 +236,10 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('{"event": "room.join"}', "invalid_frame"),
     ('{"event": "room.message.send", "room_id": "room_city_general"}', "invalid_frame"),
     ('{"event": "room.message.send", "room_id": "room_city_general", "body": 7}', "invalid_frame"),
-    ('{"event": "room.message.send", "room_id": "room_city_general", "body": "  "}', "invalid_body"),
+    (
+        '{"event": "room.message.send", "room_id": "room_city_general", "body": "  "}',
+        "invalid_body",
+    ),
     (
         '{"event": "room.message.send", "room_id": "room_city_general", "body": "x",'
         ' "client_msg_id": ""}',
