@@ -79,6 +79,12 @@ def cmd_registration(_: argparse.Namespace) -> None:
         raise SystemExit(2) from None
 
 
+def cmd_dev(args: argparse.Namespace) -> None:
+    from gateway.devstack.dev import main as dev_main
+
+    dev_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="city-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default=None)
     token.add_argument("--ttl", type=int, default=7 * 86400, help="lifetime in seconds")
     token.set_defaults(func=cmd_token)
+
+    from gateway.devstack.dev import add_arguments as dev_arguments
+
+    dev = sub.add_parser("dev", help="run the whole stack locally (PostgreSQL, Redis, Synapse)")
+    dev_arguments(dev)
+    dev.set_defaults(func=cmd_dev)
     return parser
 
 
