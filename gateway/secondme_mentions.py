@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 REPLIES_EXTENSION = "secondme_replies"
 MENTIONS_EXTENSION = "secondme_mentions"
+BRIDGE_EXTENSION = "bridge"  # bridge.service.EXTENSION, without importing the bridge
 SWEEP_INTERVAL_SECONDS = 5.0
 # A mention still unclaimed this long after it was stored lost its hook.
 MISSED_AFTER_SECONDS = 15.0
@@ -124,10 +125,19 @@ async def start_room_replies(rt: Runtime, stack: AsyncExitStack, service: Second
         lease_seconds=settings.agents_core_timeout + LEASE_MARGIN_SECONDS,
     )
     stack.push_async_callback(replies.aclose)
-    mentions = CityMentions(replies, rt.db, MentionRule(settings.secondme_matrix_localpart))
+    rule = MentionRule(settings.secondme_matrix_localpart)
+    mentions = CityMentions(replies, rt.db, rule)
     rt.hooks.message_posted.append(mentions.on_message)
     rt.extensions[REPLIES_EXTENSION] = replies
     rt.extensions[MENTIONS_EXTENSION] = mentions
+    bridge = rt.extensions.get(BRIDGE_EXTENSION)
+    if bridge is not None:
+        # Second Me's Matrix user: DMs and mentions from Matrix (needs the bridge,
+        # whose starter runs before this one).
+        from bridge.secondme_bot import EXTENSION as BOT_EXTENSION
+        from bridge.secondme_bot import attach_secondme_bot
+
+        rt.extensions[BOT_EXTENSION] = await attach_secondme_bot(bridge, replies, rule, stack)
     rt.spawn("secondme-sweeper", _sweep_forever(replies, mentions))
 
 

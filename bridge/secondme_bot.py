@@ -1,0 +1,261 @@
+"""Second Me as a Matrix user of the bridge (`@secondme:S`).
+
+- An invite to `@secondme` is accepted (any room).
+- A DM (a non-bridged room where Second Me and the sender are the only members) gets
+  a reply to every text message, sent straight into the room as `@secondme`; the
+  conversation is the Matrix user's Second Me history (keyed by their Matrix id).
+- In a bridged room, a message that mentions Second Me (`m.mentions`, a pill link,
+  or `@secondme` in the body) gets its reply as a city message by the agent, so the
+  city sees it too; the outbox sends it to Matrix as `@secondme`. In other group
+  rooms only mentions are answered, straight into the room.
+
+"Exactly one reply" rests on the reply claims of `gateway.secondme_replies`, keyed
+by the triggering event id: the inbox already hands each event to listeners once,
+and the claim also covers a second path to the same event (the catch-up after a
+join, another process, a re-sent transaction). Listeners run inside Synapse's
+transaction request, so everything that waits on the network runs in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+from urllib.parse import quote
+
+from bridge.inbox import InboundMessage
+from bridge.matrix import CS, MatrixError, MatrixUnavailable
+from bridge.service import Bridge
+from gateway.secondme_mentions import MentionRule
+from gateway.secondme_replies import AGENT_DISPLAY_NAME, SecondMeReplies
+from gateway.storage.secondme import ReplyClaim
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "secondme_bot"
+# Event content key naming the event a Second Me DM reply answers.
+TRIGGER_KEY = "city.secondme_trigger"
+# After joining, messages the inviter sent before we were in are answered too
+# (Synapse only pushes a room's events once one of our users has joined it).
+CATCH_UP_EVENTS = 20
+ANSWERED_MSGTYPES = ("m.text",)
+# Joining and reading membership retry a passing Synapse failure a few times.
+RETRY_ATTEMPTS = 5
+RETRY_FIRST_SECONDS = 0.5
+
+
+def trigger_id(event_id: str) -> str:
+    return f"matrix:{event_id}"
+
+
+def dm_txn_id(claim: ReplyClaim) -> str:
+    """Stable per trigger, so a retried send (after a take-over) is the same event."""
+    return "secondme_" + hashlib.sha256(claim.trigger_id.encode()).hexdigest()[:32]
+
+
+class SecondMeBot:
+    def __init__(self, bridge: Bridge, replies: SecondMeReplies, rule: MentionRule) -> None:
+        self._bridge = bridge
+        self._names = bridge.names
+        self._replies = replies
+        self._rule = rule
+        self.user_id = bridge.names.secondme
+        self._pill = re.compile(
+            "matrix\\.to/#/(?:"
+            + re.escape(self.user_id)
+            + "|"
+            + re.escape(quote(self.user_id, safe=""))
+            + ")",
+            re.IGNORECASE,
+        )
+        self._display_prefix = re.compile(
+            rf"^\s*{re.escape(AGENT_DISPLAY_NAME)}\s*[:,]?\s*", re.IGNORECASE
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- rules ---------------------------------------------------------------------
+    def mentioned(self, content: dict[str, Any], body: str) -> bool:
+        mentions = content.get("m.mentions")
+        if isinstance(mentions, dict):
+            user_ids = mentions.get("user_ids")
+            if isinstance(user_ids, list) and self.user_id in user_ids:
+                return True
+        formatted = content.get("formatted_body")
+        if isinstance(formatted, str) and self._pill.search(formatted):
+            return True
+        return self._rule.mentions(body)
+
+    def prompt(self, body: str) -> str:
+        """The question without the mention (a pill's body is the display name)."""
+        text = self._rule.prompt(body)
+        stripped = self._display_prefix.sub("", text, count=1).strip()
+        return stripped or text
+
+    # --- bridge listeners (they run inside Synapse's transaction request) ------------
+    async def on_event(self, event: dict[str, Any]) -> None:
+        if (
+            event.get("type") == "m.room.member"
+            and event.get("state_key") == self.user_id
+            and isinstance(event.get("content"), dict)
+            and event["content"].get("membership") == "invite"
+            and isinstance(event.get("room_id"), str)
+            and isinstance(event.get("sender"), str)
+            and not self._names.is_ours(event["sender"])
+        ):
+            since = event.get("origin_server_ts")
+            room_id, inviter = event["room_id"], event["sender"]
+            since_ts = since if isinstance(since, int) else 0
+            self._background(lambda: self._accept_invite(room_id, inviter, since_ts))
+
+    async def on_message(self, inbound: InboundMessage) -> None:
+        if inbound.msgtype not in ANSWERED_MSGTYPES or self._names.is_ours(inbound.sender):
+            return
+        if inbound.city_room_id is not None:
+            if self.mentioned(inbound.content, inbound.body):
+                # The reply is a city message: the city sees it, the outbox sends it
+                # to Matrix as @secondme.
+                self._replies.submit(
+                    trigger_id=trigger_id(inbound.event_id),
+                    kind="city_room",
+                    room_id=inbound.city_room_id,
+                    requester_id=inbound.sender,
+                    prompt=self.prompt(inbound.body),
+                )
+            return
+        self._background(
+            lambda: self._in_matrix_room(
+                inbound.matrix_room_id,
+                inbound.event_id,
+                inbound.sender,
+                inbound.body,
+                inbound.content,
+            )
+        )
+
+    # --- Matrix-only rooms (DMs) -----------------------------------------------------
+    async def _in_matrix_room(
+        self,
+        room_id: str,
+        event_id: str,
+        sender: str,
+        body: str,
+        content: dict[str, Any],
+        members: list[str] | None = None,
+    ) -> None:
+        if members is None:
+            members = await self._joined_members(room_id)
+        if self.user_id not in members:
+            return  # a room one of our ghosts is in, not Second Me
+        direct = len(members) == 2 and sender in members
+        if not direct and not self.mentioned(content, body):
+            return
+        await self._replies.handle(
+            trigger_id=trigger_id(event_id),
+            kind="matrix_dm",
+            room_id=room_id,
+            requester_id=sender,
+            prompt=self.prompt(body) if not direct else body,
+        )
+
+    async def _accept_invite(self, room_id: str, inviter: str, since_ts: int) -> None:
+        await self._bridge.ensure_user(self.user_id, AGENT_DISPLAY_NAME)
+        await self._bridge.join(room_id, self.user_id)
+        log.info("Second Me joined %s (invited by %s)", room_id, inviter)
+        # What the inviter said between inviting and our join never reached the
+        # appservice. (Only since the invite: a re-invite must not answer old talk.)
+        members = await self._joined_members(room_id)
+        events = await self._bridge.matrix.recent_events(
+            room_id, user_id=self.user_id, senders=[inviter], limit=CATCH_UP_EVENTS
+        )
+        for event in reversed(events):  # oldest first
+            content = event.get("content")
+            event_id = event.get("event_id")
+            ts = event.get("origin_server_ts")
+            if not isinstance(content, dict) or not isinstance(event_id, str):
+                continue
+            if not isinstance(ts, int) or ts < since_ts:
+                continue
+            body = content.get("body")
+            if content.get("msgtype") in ANSWERED_MSGTYPES and isinstance(body, str) and body:
+                await self._in_matrix_room(room_id, event_id, inviter, body, content, members)
+
+    async def _joined_members(self, room_id: str) -> list[str]:
+        try:
+            data = await self._bridge.matrix.request(
+                "GET",
+                f"{CS}/rooms/{quote(room_id, safe='')}/joined_members",
+                user_id=self.user_id,
+            )
+        except MatrixError as exc:
+            if exc.status in (403, 404):
+                return []  # Second Me is not in that room
+            raise
+        joined = data.get("joined")
+        return list(joined) if isinstance(joined, dict) else []
+
+    async def send_dm(self, claim: ReplyClaim, text: str) -> str:
+        """The replies engine's DmSender: post into the Matrix room as @secondme."""
+        return await self._bridge.send_text(
+            claim.room_id,
+            text,
+            as_user=self.user_id,
+            # Bots answer with notices: other bots never answer those (no loops).
+            msgtype="m.notice",
+            txn_id=dm_txn_id(claim),
+            extra_content={TRIGGER_KEY: claim.trigger_id.removeprefix("matrix:")},
+        )
+
+    # --- life --------------------------------------------------------------------------
+    def _background(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in the background, again after a passing Synapse failure."""
+        if self._closed:
+            return
+
+        async def guarded() -> None:
+            delay = RETRY_FIRST_SECONDS
+            for attempt in range(1, RETRY_ATTEMPTS + 1):
+                try:
+                    await work()
+                    return
+                except (MatrixUnavailable, MatrixError) as exc:
+                    transient = isinstance(exc, MatrixUnavailable) or exc.transient
+                    if not transient or attempt == RETRY_ATTEMPTS:
+                        log.warning("Second Me bot gave up: %s", exc)
+                        return
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay *= 2
+                except Exception:
+                    log.exception("Second Me bot task failed")
+                    return
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def attach_secondme_bot(
+    bridge: Bridge, replies: SecondMeReplies, rule: MentionRule, stack: AsyncExitStack
+) -> SecondMeBot:
+    """Hook Second Me into the bridge's inbox and give the replies engine a DM sender."""
+    bot = SecondMeBot(bridge, replies, rule)
+    bridge.listeners.events.append(bot.on_event)
+    bridge.listeners.messages.append(bot.on_message)
+    replies.dm_sender = bot.send_dm
+    stack.push_async_callback(bot.aclose)
+    return bot
