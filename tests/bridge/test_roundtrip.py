@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
+from typing import Any
 
 import asyncpg
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.models import Message
 from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, city_body
@@ -52,9 +56,18 @@ async def test_city_and_element_users_talk_in_one_room(
     )
     assert stored == event["event_id"]
 
-    # Matrix → City: history, feed, and the after-commit hook (WebSockets), once each.
+    # Matrix → City: a city WebSocket client, history, feed, once each.
+    ws = await connect(
+        f"{bridged.ws_url}/ws/city/rooms/room_city_general?token={bridged.token('u_2')}"
+    )
     reply = f"hi from element {secrets.token_hex(3)}"
-    event_id = await alice.send(matrix_room, reply)
+    try:
+        event_id = await alice.send(matrix_room, reply)
+        frame = await _next_message_frame(ws, reply)
+    finally:
+        await ws.close()
+    assert frame["room_id"] == "room_city_general"
+    assert frame["message"]["author_matrix_id"] == alice.user_id
 
     async def in_history() -> dict[str, object] | None:
         page = (await bridged.http.get("/city/rooms/room_city_general")).json()
@@ -84,3 +97,13 @@ async def test_city_and_element_users_talk_in_one_room(
         "dropped"
     )
     assert await db.fetchval("select count(*) from city_room_messages") == 2
+
+
+async def _next_message_frame(ws: ClientConnection, body: str) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("event") == "room.message" and frame["message"]["body"] == body:
+                return dict(frame)
+
+    return await asyncio.wait_for(read(), 15)
