@@ -34,6 +34,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
+from gateway import metrics
+
 log = logging.getLogger(__name__)
 
 # An ASGI `websocket.send` message, built once per frame and shared by every socket.
@@ -519,7 +521,9 @@ class RoomFanout:
                 if slow is None:
                     slow = []
                 slow.append(sock)
+        metrics.FANOUT_FRAMES.inc(len(room.sockets))
         if slow:
+            metrics.FANOUT_DROPPED_CLIENTS.inc(len(slow))
             for sock in slow:
                 self._on_overflow(sock)
 

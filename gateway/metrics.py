@@ -60,8 +60,7 @@ WS_OPENED = Counter("city_ws_connections_opened", "WebSocket connections accepte
 # --- realtime (fanout, presence) ---------------------------------------------------
 FANOUT_FRAMES = Counter(
     "city_fanout_frames",
-    "Room frames written to local WebSocket clients",
-    ["event"],
+    "Room frames queued to this process's WebSocket clients (one per socket)",
 )
 FANOUT_DROPPED_CLIENTS = Counter(
     "city_fanout_dropped_clients", "Clients disconnected for falling behind (queue full)"

@@ -170,10 +170,21 @@ async def test_websocket_connections_gauge_follows_open_sockets(
     url = f"{gateway.ws_url}/ws/city/rooms/{GENERAL}?token={gateway.token('u_ws')}"
     async with connect(url) as ws:
         await ws.send(orjson.dumps({"event": "ping"}).decode())
-        await ws.recv()
+        while orjson.loads(await ws.recv())["event"] != "pong":
+            pass
         now = await scrape(gateway)
         assert now.value("city_ws_connections", route=route) == before + 1
         assert now.value("city_ws_connections_opened_total", route=route) == opened + 1
+
+        # A posted message is one fanout frame per local socket of the room.
+        frames = now.value("city_fanout_frames_total")
+        posted = await gateway.http.post(
+            f"/city/rooms/{GENERAL}/messages", json={"body": "fan"}, headers=gateway.auth("u_2")
+        )
+        assert posted.status_code == 201
+        while orjson.loads(await ws.recv())["event"] != "room.message":
+            pass
+        assert (await scrape(gateway)).value("city_fanout_frames_total") >= frames + 1
 
     async def closed() -> bool:
         return (await scrape(gateway)).value("city_ws_connections", route=route) == before
