@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bridge import appservice
-from gateway.api import feed, health, rooms, secondme, ws_rooms
+from gateway.api import feed, health, presence, rooms, secondme, stats, ws_presence, ws_rooms
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
@@ -23,6 +23,9 @@ ROUTERS = [
     secondme.router,
     appservice.router,
     ws_rooms.router,
+    presence.router,
+    stats.router,
+    ws_presence.router,
 ]
 
 
@@ -43,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Our own limiter rather than FastAPI's max_body_size: Starlette answers a
+    # declared oversized body with a plain-text 413, and every error here is JSON.
     app.add_middleware(BodySizeLimit, max_bytes=settings.city_max_request_bytes)
     # Outermost: request id, metrics and access log also cover 413s and errors.
     app.add_middleware(MetricsMiddleware)

@@ -63,6 +63,7 @@ def subsystem_starters() -> list[Starter]:
     from bridge.service import start_bridge
     from gateway.metrics import start_metrics
     from gateway.nats_bus import start_nats_bus
+    from gateway.presence_service import start_presence
     from gateway.realtime import start_realtime
     from gateway.secondme import start_secondme
 
@@ -72,6 +73,8 @@ def subsystem_starters() -> list[Starter]:
     starters.append(start_secondme)
     starters.append(start_metrics)  # counts hook events; DB gauges on scrape
     starters.append(start_nats_bus)  # publishes what the others announce (NATS_URL)
+    # After every hook listener: on shutdown it drains its transitions while they still run.
+    starters.append(start_presence)
     return starters
 
 

@@ -260,8 +260,9 @@ async def test_heartbeats_stopping_expire_once(
     make_engine: MakeEngine, redis_client: aioredis.Redis
 ) -> None:
     engine = make_engine(ttl_seconds=1, offline_grace_seconds=5)
-    await engine.heartbeat("hank", "tab", last_active_ago=0)
+    # Read the clock before the heartbeat: the TTL runs from the heartbeat's own time.
     started = await server_ms(redis_client)
+    await engine.heartbeat("hank", "tab", last_active_ago=0)
     seen = await sweep_until([engine], offline_count(1), timeout=1 + 5)
     assert await server_ms(redis_client) - started >= 1_000
     assert [edge(t) for t in seen] == [("online", "offline")]
