@@ -12,7 +12,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.models import Message
-from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, city_body
+from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, StartBridged, city_body
 from tests.servers import wait_until
 
 
@@ -107,3 +107,42 @@ async def _next_message_frame(ws: ClientConnection, body: str) -> dict[str, Any]
                 return dict(frame)
 
     return await asyncio.wait_for(read(), 15)
+
+
+async def test_ghost_display_name_follows_the_token(
+    bridged: PortGateway, bridge_env: BridgeEnv
+) -> None:
+    user = f"u_n{secrets.token_hex(3)}"
+    ghost = bridge_env.user_id(f"city_{user}")
+    for name in ("First Name", "Second Name"):
+        resp = await bridged.http.post(
+            "/city/rooms/room_city_welcome/messages",
+            json={"body": f"I am {name}"},
+            headers=bridged.auth(user, name),
+        )
+        assert resp.status_code == 201
+
+        async def shown(expected: str = name) -> bool:
+            async with httpx.AsyncClient(base_url=bridge_env.hs.base_url) as http:
+                resp = await http.get(f"/_matrix/client/v3/profile/{ghost}/displayname")
+            return resp.status_code == 200 and resp.json().get("displayname") == expected
+
+        await wait_until(shown, timeout=15, interval=0.1)
+
+
+async def test_wrong_as_token_is_reported_by_readyz(
+    start_bridged: StartBridged, bridge_env: BridgeEnv
+) -> None:
+    gw = await start_bridged(wait=False, matrix_as_token="as_" + secrets.token_urlsafe(24))
+
+    async def reason() -> str | None:
+        resp = await gw.http.get("/readyz")
+        check: str = resp.json()["checks"]["synapse"]
+        return check if resp.status_code == 503 and "MATRIX_AS_TOKEN" in check else None
+
+    assert "registration" in await wait_until(reason, timeout=15)
+    # The city API serves regardless.
+    resp = await gw.http.post(
+        "/city/rooms/room_city_general/messages", json={"body": "hi"}, headers=gw.auth("u_1")
+    )
+    assert resp.status_code == 201
