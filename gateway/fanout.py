@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # An ASGI `websocket.send` message, built once per frame and shared by every socket.
 Outgoing = dict[str, Any]
-SendMessage = Callable[[Outgoing], Awaitable[None]]
+SendMessage = Callable[[Outgoing], Coroutine[Any, Any, None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
 
 CLOSE_TOO_SLOW = 1013
@@ -63,6 +63,7 @@ class ClientSocket:
 
     __slots__ = (
         "_close",
+        "_inflight",
         "_limit",
         "_queue",
         "_send",
@@ -85,6 +86,8 @@ class ClientSocket:
         self._queue: deque[Outgoing] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        # A send started by `offer` that suspended; the writer awaits the rest of it.
+        self._inflight: _Resume | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         # Set when the writer has stopped: the close frame went out or the peer is gone.
@@ -101,13 +104,38 @@ class ClientSocket:
         """Queue a frame; False only when the queue is full (the caller drops us)."""
         if self.close_code is not None or self.done:
             return True  # going away: frames are discarded, nothing to report
+        wakeup = self._wakeup
+        if wakeup is not None and not self._queue and self._inflight is None:
+            # The writer is parked with nothing pending: write right here. An ASGI send
+            # to a writable socket completes without suspending, which saves a task
+            # switch per socket per frame; if it does suspend, the writer finishes it.
+            self._write_now(message)
+            return True
         if len(self._queue) >= self._limit:
             return False
         self._queue.append(message)
-        wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
         return True
+
+    def _write_now(self, message: Outgoing) -> None:
+        coro = self._send(message)
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # the peer is gone; the reader will notice too
+            log.debug("websocket write for %s failed: %r", self.user_id, exc)
+            self.done = True
+            self._queue.clear()
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
+            return
+        self._inflight = _Resume(coro, pending)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def close(self, code: int, reason: str = "") -> None:
         """Ask the writer to close the socket after the frame it is writing, if any."""
@@ -138,6 +166,11 @@ class ClientSocket:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                if self._inflight is not None:
+                    await self._inflight
+                    self._inflight = None
+                if self.done:
+                    return
                 while self._queue and self.close_code is None:
                     await self._send(self._queue.popleft())
                 if self.close_code is not None:
@@ -153,6 +186,37 @@ class ClientSocket:
         finally:
             self.done = True
             self._queue.clear()
+
+
+class _Resume:
+    """Awaits the rest of a coroutine that was started by hand and suspended.
+
+    The coroutine yielded `pending` (a future, or None for a bare yield); awaiting
+    this object hands that to the awaiting task and then keeps driving the
+    coroutine exactly as the task itself would have.
+    """
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+        self._coro = coro
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, None, None]:
+        pending = self._pending
+        while True:
+            try:
+                yield pending
+            except BaseException as exc:
+                try:
+                    pending = self._coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                pending = self._coro.send(None)
+            except StopIteration:
+                return
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -70,7 +70,7 @@ class Realtime:
     def open_socket(
         self,
         user_id: str,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
         close: Callable[[int, str], Awaitable[None]],
     ) -> ClientSocket:
         sock = ClientSocket(user_id, send, close, self._queue_frames)
