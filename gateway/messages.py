@@ -64,9 +64,9 @@ class MessageService:
     ) -> PostResult:
         """Store a message with its feed event (and outbox row), then announce it.
 
-        `db` lets a caller (the Matrix inbox) include the write in its own
-        transaction; announcing still happens here, so such a caller must only
-        pass a connection whose transaction commits right after.
+        `db` lets a caller (the Matrix inbox, Second Me) include the write in its
+        own transaction. Then nothing is announced here — the transaction has not
+        committed yet — and the caller must call `hooks.emit_message` after commit.
         """
         self.check_body(body)
         if client_msg_id is not None and not 0 < len(client_msg_id) <= MAX_CLIENT_MSG_ID:
