@@ -28,7 +28,6 @@ from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
 from bridge.rooms import RoomMapper
 from gateway.models import Message
-from gateway.storage import messages as message_sql
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +97,26 @@ class OutboxSender:
         self._synapse_down = False
         self.sent = 0  # events delivered by this process (for tests and metrics)
 
-    def nudge(self) -> None:
-        """Something may be due (a message was posted here, a worker finished)."""
-        self._wake.set()
+    def nudge(self, room_id: str | None = None) -> None:
+        """Something may be due: a message was posted here (in `room_id`), a worker ended.
+
+        A room named by a local post is started at once, without the dispatcher's
+        query: that is the latency path.
+        """
+        if (
+            room_id is not None
+            and self._gate()
+            and not self._synapse_down
+            and room_id not in self._active
+            and len(self._active) < self._concurrency
+        ):
+            self._start(room_id)
+        else:
+            self._wake.set()
+
+    def _start(self, room_id: str) -> None:
+        task = asyncio.create_task(self._drain(room_id), name=f"outbox:{room_id}")
+        self._active[room_id] = task
 
     async def run(self) -> None:
         try:
@@ -133,8 +149,7 @@ class OutboxSender:
                 continue
             if len(self._active) >= self._concurrency:
                 break
-            task = asyncio.create_task(self._drain(room_id), name=f"outbox:{room_id}")
-            self._active[room_id] = task
+            self._start(room_id)
 
     async def _synapse_back(self) -> bool:
         """While Synapse is unreachable, probe it instead of failing every room.
@@ -192,14 +207,12 @@ class OutboxSender:
                 )
                 await storage.retry_outbox_row(conn, head.id, delay, retry.error, retry.uncertain)
                 return False
-            if event_id is not None:
-                await message_sql.set_matrix_event_id(conn, head.message_id, event_id)
-            await storage.delete_outbox_row(conn, head.id)
+            await storage.finish_outbox_row(conn, head.id, head.message_id, event_id)
             return True
 
     async def _deliver(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> str | None:
         """The event id of the message's Matrix copy; None when there is nothing to send."""
-        message = await message_sql.get_message(conn, head.message_id)
+        message = head.message
         if message is None or message.matrix_event_id is not None:
             return None  # deleted meanwhile, or already delivered (seen as an echo)
         sender = self._names.author_user_id(message.author_user_id, message.author_agent_id)

@@ -214,7 +214,7 @@ class Bridge:
     # --- hooks -----------------------------------------------------------------------
     async def on_message(self, message: Message) -> None:
         if message.author_matrix_id is None:
-            self.outbox.nudge()
+            self.outbox.nudge(message.room_id)
 
     async def on_room(self, room: Room) -> None:
         if not self.synapse_ok:

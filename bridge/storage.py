@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.models import Message
 from gateway.storage import Executor
 from gateway.text import snippet
 
@@ -20,6 +21,7 @@ class OutboxRow:
     attempts: int
     uncertain: bool
     due: bool
+    message: Message | None  # None when the message was deleted meanwhile
 
 
 async def due_rooms(db: Executor, limit: int) -> list[str]:
@@ -36,25 +38,56 @@ async def due_rooms(db: Executor, limit: int) -> list[str]:
     return [r["room_id"] for r in rows]
 
 
+_MESSAGE_COLUMNS = (
+    "id", "room_id", "author_user_id", "author_agent_id", "author_matrix_id", "body",
+    "created_at", "seq", "matrix_event_id",
+)  # fmt: skip
+
+
 async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
-    """Lock the room's oldest row, or None if another process holds it.
+    """Lock the room's oldest row (with its message), or None if another process holds it.
 
     Only the head is ever a candidate: SKIP LOCKED on "the first unlocked row of the
     room" would let a second process send message 2 while message 1 is in flight.
     """
     row = await db.fetchrow(
-        """select id, room_id, message_id, kind, author_name, attempts, uncertain,
-                  next_attempt_at <= now() as due
-           from matrix_outbox
-           where id = (select min(id) from matrix_outbox where room_id = $1)
-           for update skip locked""",
+        f"""select o.id as o_id, o.message_id, o.kind, o.author_name, o.attempts,
+                   o.uncertain, o.next_attempt_at <= now() as due, o.room_id as o_room_id,
+                   {", ".join("m." + c for c in _MESSAGE_COLUMNS)}
+            from matrix_outbox o
+            left join city_room_messages m on m.id = o.message_id
+            where o.id = (select min(id) from matrix_outbox where room_id = $1)
+            for update of o skip locked""",
         room_id,
     )
-    return OutboxRow(**dict(row)) if row else None
+    if row is None:
+        return None
+    message = Message(**{c: row[c] for c in _MESSAGE_COLUMNS}) if row["id"] else None
+    return OutboxRow(
+        id=row["o_id"],
+        room_id=row["o_room_id"],
+        message_id=row["message_id"],
+        kind=row["kind"],
+        author_name=row["author_name"],
+        attempts=row["attempts"],
+        uncertain=row["uncertain"],
+        due=row["due"],
+        message=message,
+    )
 
 
-async def delete_outbox_row(db: Executor, outbox_id: int) -> None:
-    await db.execute("delete from matrix_outbox where id = $1", outbox_id)
+async def finish_outbox_row(
+    db: Executor, outbox_id: int, message_id: str, event_id: str | None
+) -> None:
+    """Delete the row and record the Matrix event id, in one statement."""
+    await db.execute(
+        """with gone as (delete from matrix_outbox where id = $1)
+           update city_room_messages set matrix_event_id = $3
+           where id = $2 and $3::text is not null""",
+        outbox_id,
+        message_id,
+        event_id,
+    )
 
 
 async def retry_outbox_row(

@@ -25,11 +25,16 @@ async def _presence(client: Element, user_id: str) -> nio.PresenceGetResponse:
 async def _wait_presence(client: Element, user_id: str, state: str, timeout: float) -> float:
     """Seconds until Element sees `state` for `user_id`."""
     started = time.monotonic()
+    last: list[str] = []
 
     async def seen() -> bool:
-        return (await _presence(client, user_id)).presence == state
+        last[:] = [(await _presence(client, user_id)).presence]
+        return last[0] == state
 
-    await wait_until(seen, timeout=timeout, interval=0.05)
+    try:
+        await wait_until(seen, timeout=timeout, interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"{user_id} still {last} after {timeout}s, wanted {state}") from None
     return time.monotonic() - started
 
 
