@@ -18,12 +18,13 @@ from gateway.settings import Settings
 
 ROUTERS = [
     health.router,
+    # Early: routes are matched in order, and the heartbeat is the hottest endpoint.
+    presence.router,
     rooms.router,
     feed.router,
     secondme.router,
     appservice.router,
     ws_rooms.router,
-    presence.router,
     stats.router,
     ws_presence.router,
 ]

@@ -131,6 +131,58 @@ class PresenceEngine:
             self._online,
         ]
 
+    @property
+    def script_sha(self) -> str:
+        return self._script.sha
+
+    @property
+    def script_source(self) -> str:
+        return _script_source()
+
+    def heartbeat_call(
+        self,
+        user_id: str,
+        device_id: str | None,
+        status: str | None = None,
+        last_active_ago: int | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`heartbeat`.
+
+        For a caller that runs the script over its own connection (the hot HTTP path
+        pipelines EVALSHAs); :func:`outcome` reads the reply.
+        """
+        if status is None or status == "online":
+            away = 0
+        elif status in _AWAY_STATUSES:
+            away = 1
+        else:
+            raise ValueError(f"heartbeat status must be online or away, not {status!r}")
+        lag = -1 if last_active_ago is None else max(0, int(last_active_ago))
+        args: list[Any] = [
+            "beat",
+            user_id,
+            self._retention_ms,
+            DEFAULT_DEVICE if device_id is None else device_id,
+            away,
+            lag,
+            self._ttl_ms,
+            self._away_after_ms,
+        ]
+        return self._keys(user_id), args
+
+    def device_offline_call(
+        self, user_id: str, device_id: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`device_offline`."""
+        args: list[Any] = [
+            "gone",
+            user_id,
+            self._retention_ms,
+            DEFAULT_DEVICE if device_id is None else device_id,
+            self._grace_ms,
+        ]
+        return self._keys(user_id), args
+
     async def heartbeat(
         self,
         user_id: str,
@@ -143,27 +195,8 @@ class PresenceEngine:
         ``status`` is ``online`` (or None) or ``away``/``unavailable``; going offline
         is :meth:`device_offline`, so a stray "offline" here is an error, not a guess.
         """
-        if status is None or status == "online":
-            away = 0
-        elif status in _AWAY_STATUSES:
-            away = 1
-        else:
-            raise ValueError(f"heartbeat status must be online or away, not {status!r}")
-        lag = -1 if last_active_ago is None else max(0, int(last_active_ago))
-        reply = await self._script(
-            keys=self._keys(user_id),
-            args=[
-                "beat",
-                user_id,
-                self._retention_ms,
-                DEFAULT_DEVICE if device_id is None else device_id,
-                away,
-                lag,
-                self._ttl_ms,
-                self._away_after_ms,
-            ],
-        )
-        return _outcome(user_id, reply)
+        keys, args = self.heartbeat_call(user_id, device_id, status, last_active_ago)
+        return outcome(user_id, await self._script(keys=keys, args=args))
 
     async def device_offline(
         self, user_id: str, device_id: str | None
@@ -174,17 +207,8 @@ class PresenceEngine:
         state says so); :meth:`sweep` declares offline when it ends, unless a heartbeat
         came first. With a zero grace the transition is returned right here.
         """
-        reply = await self._script(
-            keys=self._keys(user_id),
-            args=[
-                "gone",
-                user_id,
-                self._retention_ms,
-                DEFAULT_DEVICE if device_id is None else device_id,
-                self._grace_ms,
-            ],
-        )
-        return _outcome(user_id, reply)
+        keys, args = self.device_offline_call(user_id, device_id)
+        return outcome(user_id, await self._script(keys=keys, args=args))
 
     async def sweep(self, limit: int = 500) -> list[PresenceTransition]:
         """Settle users whose deadline passed; each transition goes to one caller only.
@@ -210,7 +234,7 @@ class PresenceEngine:
             replies = await pipe.execute()
         transitions = []
         for user_id, reply in zip(due, replies, strict=True):
-            _, transition = _outcome(user_id, reply)
+            _, transition = outcome(user_id, reply)
             if transition is not None:
                 transitions.append(transition)
         return transitions
@@ -283,7 +307,8 @@ class PresenceEngine:
                         await asyncio.wait_for(stop.wait(), interval_seconds)
 
 
-def _outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
+def outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
+    """The user's state and transition (if any) from a per-user script reply."""
     previous, status, ago = _status(reply[0]), _status(reply[1]), int(reply[2])
     transition = None
     if previous != status:

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.schemas import ERRORS, ErrorOut
 from gateway.auth import USER_ID_RE, bearer_from_header, decode_user_token, is_internal_token
@@ -26,6 +28,7 @@ from gateway.errors import AppError, forbidden, unauthorized
 from gateway.jsonio import JSONResponse
 from gateway.metrics import PRESENCE_HEARTBEATS
 from gateway.presence_service import presence_of
+from gateway.runtime import Runtime
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
@@ -86,28 +89,16 @@ def _invalid(code: str, message: str) -> AppError:
     return AppError(422, code, message)
 
 
-@router.post(
-    "/internal/matrix/presence/online",
-    response_model=HeartbeatOut,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": _BODY_SCHEMA},
-                "text/plain": {"schema": _BODY_SCHEMA},
-            },
-        }
-    },
-    summary="Presence heartbeat (also sendBeacon's text/plain)",
-)
-async def presence_online(request: Request) -> JSONResponse:
+async def heartbeat(
+    rt: Runtime, content_type: str | None, authorization: str | None, raw: bytes
+) -> dict[str, Any]:
+    """The whole heartbeat: parse, authenticate, validate, one EVALSHA; the answer."""
     _HEARTBEATS.inc()
-    rt = request.app.state.runtime
     service = presence_of(rt)
-    body = _parse_body(request.headers.get("content-type"), await request.body())
+    body = _parse_body(content_type, raw)
 
     # Who is calling: the header, else the body's access_token (sendBeacon).
-    token = bearer_from_header(request.headers.get("authorization"))
+    token = bearer_from_header(authorization)
     if token is None:
         body_token = body.get("access_token")
         if body_token is not None and not isinstance(body_token, str):
@@ -150,13 +141,88 @@ async def presence_online(request: Request) -> JSONResponse:
         state = await service.heartbeat(user_id, device_id, status, ago)
     else:
         raise _invalid("invalid_status", "status must be online, away, unavailable or offline")
-    return JSONResponse(
-        {
-            "user_id": user_id,
-            "status": state.status,
-            "matrix_user_id": service.matrix_user_id(user_id),
+    return {
+        "user_id": user_id,
+        "status": state.status,
+        "matrix_user_id": service.matrix_user_id(user_id),
+    }
+
+
+class HeartbeatEndpoint:
+    """The heartbeat as a bare ASGI app, mounted ahead of the documented route.
+
+    FastAPI's per-request machinery (dependency solving, Request and response
+    objects) cost more CPU than the heartbeat's own work; this reads the two
+    headers and the body straight from ASGI. Errors are raised as AppError and
+    rendered by the app's one handler like everywhere else.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        answer = await heartbeat(scope["app"].state.runtime, content_type, authorization, raw)
+        payload = orjson.dumps(answer)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+HEARTBEAT_PATH = "/internal/matrix/presence/online"
+# First in this router, so it is what requests reach; the route below documents it.
+router.routes.append(Route(HEARTBEAT_PATH, HeartbeatEndpoint(), methods=["POST"]))
+
+
+@router.post(
+    HEARTBEAT_PATH,
+    response_model=HeartbeatOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _BODY_SCHEMA},
+                "text/plain": {"schema": _BODY_SCHEMA},
+            },
         }
+    },
+    summary="Presence heartbeat (also sendBeacon's text/plain)",
+)
+async def presence_online(request: Request) -> JSONResponse:
+    """Online/away heartbeat, or `status: offline` for one device (the tab closing).
+
+    Body `{user_id, status?, device_id?, last_active_ago?, access_token?}` as
+    application/json or text/plain; the answer is the user's resulting state. Auth:
+    the internal service token (any user) or the user's own JWT, in the
+    Authorization header or as `access_token` in the body.
+    """
+    # Same behaviour as HeartbeatEndpoint (which normally answers first).
+    answer = await heartbeat(
+        request.app.state.runtime,
+        request.headers.get("content-type"),
+        request.headers.get("authorization"),
+        await request.body(),
     )
+    return JSONResponse(answer)
 
 
 def _parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
