@@ -306,3 +306,9 @@ async def test_presence_metrics_and_readiness(gw: InProcessGateway) -> None:
     await wait_until(lambda: gw.runtime.extensions["presence"].announced == 1)
     text = (await gw.http.get("/metrics")).text
     assert 'city_presence_heartbeats_total{transport="http"}' in text
+    # The bare ASGI route is labelled by its path like the FastAPI routes.
+    assert 'route="/internal/matrix/presence/online",status="200"' in text
+    # Its documented twin is in the OpenAPI schema, with both body types.
+    spec = (await gw.http.get("/openapi.json")).json()
+    body = spec["paths"]["/internal/matrix/presence/online"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/json", "text/plain"}

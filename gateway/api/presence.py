@@ -158,6 +158,8 @@ class HeartbeatEndpoint:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # FastAPI routes put themselves here; metrics label requests by its path.
+        scope["route"] = _HEARTBEAT_ROUTE
         content_type = authorization = None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -190,7 +192,8 @@ class HeartbeatEndpoint:
 
 HEARTBEAT_PATH = "/internal/matrix/presence/online"
 # First in this router, so it is what requests reach; the route below documents it.
-router.routes.append(Route(HEARTBEAT_PATH, HeartbeatEndpoint(), methods=["POST"]))
+_HEARTBEAT_ROUTE = Route(HEARTBEAT_PATH, HeartbeatEndpoint(), methods=["POST"])
+router.routes.append(_HEARTBEAT_ROUTE)
 
 
 @router.post(
