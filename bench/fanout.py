@@ -26,6 +26,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,15 @@ from bench.results import write_section
 from bench.server import BenchServer, bench_server
 
 GENERAL = "room_city_general"
+
+
+def run(coro: Any) -> Any:
+    """asyncio.run on uvloop when installed: the clients must cost less than the server."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def raise_nofile() -> int:
@@ -229,7 +239,7 @@ def main() -> None:
         for n in (int(x) for x in args.sizes.split(",")):
             # A fresh server per size: no leftovers from the previous size.
             with bench_server(ws_send_queue_frames="256") as server:
-                result = asyncio.run(measure(server, n, args.runs, deflate))
+                result = run(measure(server, n, args.runs, deflate))
             result["deflate"] = deflate
             rows.append(result)
             print(result, flush=True)

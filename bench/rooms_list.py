@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.fanout import run
 from bench.results import write_section
 from bench.server import BenchServer, bench_server
 from bench.ws_idle import ROOMS, make_rooms
@@ -117,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     with bench_server() as server:
         try:
-            r = asyncio.run(measure(server, args.requests))
+            r = run(measure(server, args.requests))
         finally:
             asyncio.run(clean(server))
     print(r, flush=True)

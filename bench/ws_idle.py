@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fanout import open_sockets, raise_nofile, settle
+from bench.fanout import open_sockets, raise_nofile, run, settle
 from bench.results import write_section
 from bench.server import BenchServer, bench_server
 
@@ -95,7 +95,7 @@ def main() -> None:
     rows = []
     for deflate in {"off": [False], "on": [True], "both": [False, True]}[args.deflate]:
         with bench_server() as server:
-            result = asyncio.run(measure(server, args.sockets, deflate))
+            result = run(measure(server, args.sockets, deflate))
         rows.append(result)
         print(result, flush=True)
     table = "\n".join(
