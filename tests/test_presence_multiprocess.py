@@ -31,14 +31,11 @@ async def pair(database: str) -> AsyncIterator[tuple[GatewayProcess, GatewayProc
     try:
         await asyncio.gather(a.start(), b.start())
 
-        async def ready(gw: GatewayProcess) -> None:
-            for _ in range(300):
-                if (await gw.http.get("/readyz")).status_code == 200:
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"{gw.base_url} not ready")
+        async def ready(gw: GatewayProcess) -> bool:
+            return (await gw.http.get("/readyz")).status_code == 200
 
-        await asyncio.gather(ready(a), ready(b))
+        await wait_until(lambda: ready(a), timeout=15)
+        await wait_until(lambda: ready(b), timeout=15)
         yield a, b
     finally:
         await asyncio.gather(a.stop(), b.stop(), return_exceptions=True)

@@ -172,6 +172,11 @@ async def test_ping_and_bad_frames_keep_the_socket(gw: InProcessGateway) -> None
         # Still usable: a heartbeat without user_id is the token's user.
         await me.send({"event": "presence.heartbeat"})
         await me.wait(lambda: me.updates() == [("u_me", "online")])
+        # A socket carries a bounded number of devices (its own is the first).
+        for i in range(16):
+            await me.beat(device_id=f"d{i}")
+        await me.roundtrip()
+        assert me.errors()[len(cases) :] == ["too_many_devices"]
 
 
 async def test_bad_token_closes_4401(gw: InProcessGateway) -> None:
