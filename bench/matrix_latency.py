@@ -221,6 +221,7 @@ async def run(samples: int) -> dict[str, dict[str, float]]:
             "synapse": [],
             "city_to_matrix": [],
             "matrix_to_city": [],
+            "post": [],
         }
         try:
             # Warm-up: ghost registered and joined, connections open, code paths hot.
@@ -246,6 +247,7 @@ async def run(samples: int) -> dict[str, dict[str, float]]:
                     "/city/rooms/room_city_general/messages", json={"body": body}, headers=city
                 )
                 assert resp.status_code == 201, resp.text
+                results["post"].append(time.perf_counter() - t0)
                 results["city_to_matrix"].append((await syncer.wait_for(body)) - t0)
 
                 body = f"m2c {i} {secrets.token_hex(3)}"
@@ -271,13 +273,15 @@ def main() -> None:
         "synapse": "Synapse client → client (A sends, B's /sync)",
         "city_to_matrix": "City → Matrix (POST → B's /sync)",
         "matrix_to_city": "Matrix → City (A sends → city WebSocket)",
+        "post": "(part of City → Matrix: the POST's own response time)",
     }
     for key, label in labels.items():
         s = stats[key]
-        verdict = "" if key == "synapse" else (" ✔" if s["p95"] <= base + 50 else " ✘")
+        verdict = "" if key in ("synapse", "post") else (" ✔" if s["p95"] <= base + 50 else " ✘")
+        delta = "—" if key == "post" else f"{s['p95'] - base:+.1f}{verdict}"
         rows.append(
             f"| {label} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['mean']:.1f} |"
-            f" {s['p95'] - base:+.1f}{verdict} |"
+            f" {delta} |"
         )
     table = "\n".join(rows)
     body = f"""## Matrix bridge latency (`bench/matrix_latency.py`)
@@ -291,7 +295,10 @@ message at a time, the three paths interleaved; the Matrix reader is a long-poll
 |---|---|---|---|---|---|
 {table}
 
-Target: each bridge path's p95 ≤ Synapse's p95 + 50 ms.
+Target: each bridge path's p95 ≤ Synapse's p95 + 50 ms. City → Matrix includes
+the city's own `POST` (auth, the message + feed + outbox statement, WebSocket
+fanout), which runs while the outbox already sends; the machine is shared with
+other test runs, so absolute numbers move between runs, the differences less.
 """
     write_section("matrix-latency", body)
     print(body)
