@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "bridge"
 _MAINTENANCE_SECONDS = 30.0
+# Processed inbox rows are kept this long (for operators), far past any re-send.
+_INBOX_KEEP_DAYS = 7
 _PING_FAILURES = ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT", "M_BAD_STATUS")
 
 
@@ -239,8 +241,9 @@ class Bridge:
             await asyncio.sleep(_MAINTENANCE_SECONDS)
             try:
                 await self.sync_rooms()
+                await storage.prune_inbox(self._rt.db, _INBOX_KEEP_DAYS)
             except Exception as exc:
-                log.warning("Matrix room sweep failed: %s", exc)
+                log.warning("Matrix maintenance sweep failed: %s", exc)
 
     # --- life ------------------------------------------------------------------------
     def start(self) -> None:

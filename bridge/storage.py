@@ -189,6 +189,16 @@ async def stale_pending(db: Executor, older_than_seconds: float, limit: int) -> 
     return [r["event_id"] for r in rows]
 
 
+async def prune_inbox(db: Executor, keep_days: float) -> int:
+    """Forget processed events older than any re-send Synapse could still make."""
+    status = await db.execute(
+        """delete from matrix_inbox
+           where state <> 'pending' and received_at < now() - make_interval(days => $1)""",
+        int(keep_days),
+    )
+    return int(status.split()[-1])
+
+
 async def inbox_counts(db: Executor) -> dict[str, int]:
     rows = await db.fetch("select state, count(*) as n from matrix_inbox group by state")
     return {r["state"]: int(r["n"]) for r in rows}

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 
+from bridge import storage
 from tests.bridge.conftest import BridgeEnv, PortGateway
 
 TXN = "/_matrix/app/v1/transactions/{}"
@@ -218,3 +219,20 @@ async def test_user_and_alias_queries(
     for unknown in (bridge_env.alias("nosuchroom"), "#general:city.test", "#city_ab:other.x"):
         resp = await bridged.http.get(f"/_matrix/app/v1/rooms/{quote(unknown)}", headers=headers)
         assert resp.status_code == 404, unknown
+
+
+async def test_old_processed_events_are_pruned_but_pending_ones_kept(
+    bridged: PortGateway, bridge_env: BridgeEnv, db: asyncpg.Connection
+) -> None:
+    room_id = await _general(bridged)
+    events = [_message(room_id, "@old:elsewhere.test", f"old {i}") for i in range(3)]
+    resp = await bridged.http.put(
+        TXN.format(secrets.token_hex(4)), json={"events": events}, headers=_hs(bridge_env)
+    )
+    assert resp.status_code == 200
+    await db.execute("update matrix_inbox set received_at = now() - interval '8 days'")
+    await db.execute(
+        "update matrix_inbox set state = 'pending' where event_id = $1", events[0]["event_id"]
+    )
+    assert await storage.prune_inbox(db, 7) == 2
+    assert await db.fetchval("select count(*) from matrix_inbox") == 1
