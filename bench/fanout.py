@@ -79,8 +79,7 @@ class RawSocket(asyncio.Protocol):
         self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
