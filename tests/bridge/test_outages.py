@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 
 import asyncpg
+import httpx
 import pytest
 
+from gateway.ids import new_feed_event_id, new_message_id
+from gateway.storage.messages import NewFeedEvent, NewMessage, insert_message
 from tests.bridge.conftest import (
     BridgeEnv,
     MakeElement,
@@ -167,3 +171,53 @@ async def test_start_with_synapse_down_serves_the_city_and_catches_up(
     await gw.started_bridge()
     await assert_delivered_once_in_order(bridge_env, gw, db, {"room_city_general": [message_id]})
     await wait_until(lambda: _synapse_ok(gw), timeout=10, interval=0.1)
+
+
+async def test_uncertain_send_is_looked_up_before_sending_again(
+    bridged: PortGateway, bridge_env: BridgeEnv, db: asyncpg.Connection
+) -> None:
+    """A send whose answer was lost, after Synapse forgot the txnId: no second event."""
+    matrix_room = (await _matrix_rooms(bridged))["room_city_general"]
+    ghost = bridge_env.user_id("city_u_lost")
+    message_id = new_message_id()
+    await bridged.bridge.join(matrix_room, ghost)
+    # The event our first attempt created (under a txnId Synapse no longer knows).
+    async with httpx.AsyncClient(base_url=bridge_env.hs.base_url) as http:
+        resp = await http.put(
+            f"/_matrix/client/v3/rooms/{matrix_room}/send/m.room.message/first-{message_id}",
+            params={"user_id": ghost},
+            headers=bridge_env.hs.as_headers,
+            json={"msgtype": "m.text", "body": "sent once", "city.message_id": message_id},
+        )
+    first_event = resp.json()["event_id"]
+    # Its echo has come and gone before the city row exists, so only the lookup helps.
+    await wait_until(
+        lambda: db.fetchval("select state from matrix_inbox where event_id = $1", first_event),
+        timeout=15,
+    )
+    await db.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    async with db.transaction():
+        await insert_message(
+            db,
+            NewMessage(
+                id=message_id,
+                room_id="room_city_general",
+                body="sent once",
+                author_user_id="u_lost",
+            ),
+            NewFeedEvent(
+                id=new_feed_event_id(),
+                kind="room_message",
+                payload={"body": "sent once", "source": "city"},
+            ),
+            True,
+        )
+        await db.execute("update matrix_outbox set uncertain = true, attempts = 1")
+    bridged.bridge.outbox.nudge("room_city_general")
+    await wait_until(lambda: _outbox_empty(db), timeout=15)
+    history = await matrix_history(bridge_env, matrix_room)
+    assert city_ids_in(history, {message_id}) == [message_id]
+    stored = await db.fetchval(
+        "select matrix_event_id from city_room_messages where id = $1", message_id
+    )
+    assert stored == first_event
