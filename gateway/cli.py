@@ -33,6 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
         ws_max_size=settings.ws_max_frame_bytes,
+        # Compression roughly doubles memory and send cost per socket; chat frames
+        # are small, and one room message goes to thousands of sockets.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
 

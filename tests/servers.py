@@ -78,6 +78,9 @@ class InProcessGateway(Gateway):
             access_log=False,
             lifespan="on",
             ws_max_size=settings.ws_max_frame_bytes,
+            # Compression roughly doubles memory and send cost per socket; chat frames
+            # are small, and one room message goes to thousands of sockets.
+            ws_per_message_deflate=False,
         )
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
