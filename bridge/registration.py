@@ -47,12 +47,12 @@ def registration_dict(settings: Settings) -> dict[str, Any]:
         # Ghosts speak for many city users through one appservice; Synapse's per-user
         # message and presence limits would otherwise throttle busy rooms (429s).
         "rate_limited": False,
-        # Presence (m.presence) and typing arrive in transactions only with this flag.
-        # Synapse >= 1.7x reads the stable MSC2409 name; the old unstable flag
-        # `de.sorunome.msc2409.push_ephemeral` would only duplicate the same data under
-        # a second key (checked in synapse/appservice/api.py of 1.163.2), so it is
-        # left out.
-        "receive_ephemeral": True,
+        # No ephemeral events (presence, typing, receipts): the bridge mirrors city
+        # presence *to* Matrix and reads nothing back, and with this on Synapse pushes
+        # every presence change on the server to us, our own 20 s ghost refreshes
+        # included. (When needed: `receive_ephemeral: true` alone is enough on 1.163;
+        # the unstable `de.sorunome.msc2409.push_ephemeral` only duplicates it.)
+        "receive_ephemeral": False,
         "namespaces": {
             "users": [
                 user(re.escape(settings.matrix_ghost_prefix) + ".*"),

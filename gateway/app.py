@@ -30,6 +30,9 @@ ROUTERS = [
 ]
 
 
+APPSERVICE_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +52,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     # Our own limiter rather than FastAPI's max_body_size: Starlette answers a
     # declared oversized body with a plain-text 413, and every error here is JSON.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.city_max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.city_max_request_bytes,
+        # A Synapse transaction holds up to 100 events of up to 64 KiB; refusing one
+        # would make Synapse retry it forever and stall Matrix → city traffic.
+        path_limits={
+            "/_matrix/app/": APPSERVICE_MAX_REQUEST_BYTES,
+            "/transactions/": APPSERVICE_MAX_REQUEST_BYTES,
+        },
+    )
     # Outermost: request id, metrics and access log also cover 413s and errors.
     app.add_middleware(MetricsMiddleware)
     return app

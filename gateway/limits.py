@@ -17,19 +17,30 @@ class BodySizeLimit:
     and replayed to the app, so the app never sees more than `max_bytes`.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Larger limits for path prefixes (e.g. Synapse's appservice transactions).
+        self.path_limits = sorted((path_limits or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.path_limits:
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope["path"]) if self.path_limits else self.max_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
+                if not value.isdigit() or int(value) > limit:
                     await self._drain(receive)
-                    await self._reject(send)
+                    await self._reject(send, limit)
                 else:
                     await self.app(scope, receive, send)
                 return
@@ -44,10 +55,10 @@ class BodySizeLimit:
                 return  # client went away
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 if message.get("more_body", False):
                     await self._drain(receive)
-                await self._reject(send)
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -78,9 +89,9 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 return
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         body = orjson.dumps(
-            {"code": "payload_too_large", "message": f"request body over {self.max_bytes} bytes"}
+            {"code": "payload_too_large", "message": f"request body over {limit} bytes"}
         )
         await send(
             {
