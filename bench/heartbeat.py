@@ -13,10 +13,15 @@ hottest endpoint keeps. Writes the "heartbeat" section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,45 +41,92 @@ end
 """
 
 TARGET_RATIO = 0.6
+_ANNOUNCED_RE = re.compile(
+    r'^city_presence_transitions_total\{from_status="offline",to_status="online"\} ([\d.]+)$',
+    re.M,
+)
+
+
+async def bring_online(base_url: str, token: str, users: int) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        queue = list(range(users))
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                body = {"user_id": f"u_bench{i}", "device_id": "tab", "last_active_ago": 0}
+                r = await http.post("/internal/matrix/presence/online", json=body, headers=headers)
+                r.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(50)))
+        deadline = time.monotonic() + 120
+        while True:
+            found = _ANNOUNCED_RE.search((await http.get("/metrics")).text)
+            if found and float(found.group(1)) >= users:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit("the warm-up transitions were never all announced")
+            await asyncio.sleep(0.2)
+
+
 TARGET_P99_MS = 25.0
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--users", type=int, default=10_000)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/heartbeat.py needs wrk: apt-get install wrk")
 
+    beats: list[dict[str, float]] = []
+    healths: list[dict[str, float]] = []
     with bench_server() as server, tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "beat.lua"
         token = server.env["CITY_INTERNAL_TOKEN"]
         script.write_text(BEAT_SCRIPT.replace("TOKEN", token).replace("USERS", str(args.users)))
         url = server.base_url + "/internal/matrix/presence/online"
         health_url = server.base_url + "/healthz"
-        wrk(url, 3, args.connections, str(script))  # warm-up: every user comes online
+        # Every user online and every transition announced before measuring, so the
+        # measured requests are renewals, as in steady state.
+        asyncio.run(bring_online(server.base_url, token, args.users))
+        wrk(url, 2, args.connections, str(script))  # warm-up
         wrk(health_url, 2, args.connections)
-        beat = wrk(url, args.seconds, args.connections, str(script))
-        health = wrk(health_url, args.seconds, args.connections)
+        # Alternating rounds, median of each: neighbours on a shared machine move
+        # single runs by ±30 %.
+        for _ in range(args.rounds):
+            beats.append(wrk(url, args.seconds, args.connections, str(script)))
+            healths.append(wrk(health_url, args.seconds, args.connections))
 
+    beat, health = _median(beats), _median(healths)
     ratio = beat["rps"] / health["rps"]
-    verdict = "met" if ratio >= TARGET_RATIO and beat["p99"] <= TARGET_P99_MS else "NOT met"
+    ratio_met = ratio >= TARGET_RATIO
+    p99_met = beat["p99"] <= TARGET_P99_MS
+    rounds = ", ".join(f"{b['rps'] / h['rps']:.2f}" for b, h in zip(beats, healths, strict=True))
     body = f"""## Presence heartbeat throughput (`bench/heartbeat.py`)
 
 One `city-gateway serve` process, {args.connections} keep-alive connections (wrk, 1 thread on
-the same machine), {args.seconds} s each. Heartbeats with the internal token for
-{args.users:,} users round-robin (each already online after the warm-up, so a request is
-one EVALSHA; transitions add one PUBLISH, off the request path).
+the same machine as the server and Redis), {args.rounds} alternating rounds of
+{args.seconds} s; the median round of each endpoint is shown. Heartbeats with the
+internal token for {args.users:,} users round-robin, all brought online (and their
+transitions announced) before measuring, so a request is a renewal: one EVALSHA over
+the pipelined connection, answered by `HeartbeatFastPath` ahead of the framework stack.
 
 | endpoint | req/s | p50 ms | p99 ms | non-2xx |
 |---|---|---|---|---|
 | POST /internal/matrix/presence/online | {beat["rps"]:.0f} | {beat["p50"]:.2f} | {beat["p99"]:.2f} | {beat["errors"]:.0f} |
 | GET /healthz | {health["rps"]:.0f} | {health["p50"]:.2f} | {health["p99"]:.2f} | {health["errors"]:.0f} |
 
-Ratio heartbeat / healthz: **{ratio:.2f}**. Target: ≥ {TARGET_RATIO} and p99 ≤ {TARGET_P99_MS:.0f} ms
-({verdict}).
+Ratio heartbeat / healthz: **{ratio:.2f}** (rounds: {rounds}); target ≥ {TARGET_RATIO}:
+{"met" if ratio_met else "NOT met"}. p99 target ≤ {TARGET_P99_MS:.0f} ms: {"met" if p99_met else "NOT met"}.
 """
     write_section("heartbeat", body)
     print(body)

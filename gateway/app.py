@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from bridge import appservice
 from gateway.api import feed, health, presence, rooms, secondme, stats, ws_presence, ws_rooms
+from gateway.api.presence import HeartbeatFastPath
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
@@ -62,6 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
             "/transactions/": APPSERVICE_MAX_REQUEST_BYTES,
         },
     )
+    # The presence heartbeat, the hottest endpoint, skips the rest of the stack
+    # (gateway/api/presence.py says why); it enforces the body limit itself.
+    app.add_middleware(HeartbeatFastPath, max_bytes=settings.city_max_request_bytes)
     # Outermost: request id, metrics and access log also cover 413s and errors.
     app.add_middleware(MetricsMiddleware)
     return app

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import AppError
 from gateway.fanout import CLOSE_TOO_SLOW, ClientSocket, outgoing
@@ -233,32 +233,44 @@ class PresenceService:
 
     # --- the rules' entry points (each raises 503 presence_unavailable) -----------------
 
-    async def heartbeat(
+    # heartbeat and device_offline hand back _run's coroutine instead of awaiting it:
+    # every coroutine frame between the request and the Redis reply is re-entered on
+    # resumption, and this is the hottest path.
+
+    def heartbeat(
         self,
         user_id: str,
         device_id: str | None,
         status: str | None = None,
         last_active_ago: int | None = None,
-    ) -> PresenceState:
+    ) -> Coroutine[Any, Any, PresenceState]:
         """A device is alive (`status` online/away/unavailable); the user's state after it."""
         # Raises ValueError for a status the caller should have refused.
         keys, args = self.engine.heartbeat_call(user_id, device_id, status, last_active_ago)
-        return await self._run(user_id, keys, args)
+        return self._run(user_id, keys, args)
 
-    async def device_offline(self, user_id: str, device_id: str | None) -> PresenceState:
+    def device_offline(
+        self, user_id: str, device_id: str | None
+    ) -> Coroutine[Any, Any, PresenceState]:
         """A device said goodbye; the user follows after the grace unless one comes back."""
         keys, args = self.engine.device_offline_call(user_id, device_id)
-        return await self._run(user_id, keys, args)
+        return self._run(user_id, keys, args)
 
     async def _run(self, user_id: str, keys: list[str], args: list[Any]) -> PresenceState:
         # The engine's script over the pipelined connection: the hot path's one EVALSHA.
+        # The pipe bounds the wait (REDIS_TIMEOUT_SECONDS without an answer fails it).
         engine = self.engine
+        pipe = self._pipe
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                reply = await self._pipe.evalsha(
-                    engine.script_sha, engine.script_source, keys, args
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
+            future = pipe.submit("EVALSHA", engine.script_sha, len(keys), *keys, *args)
+            if future is None:  # not connected yet (start, or Redis came back)
+                reply = await pipe.evalsha(engine.script_sha, engine.script_source, keys, args)
+            else:
+                try:
+                    reply = await future
+                except NoScriptError:  # Redis restarted: load the script once more
+                    reply = await pipe.evalsha(engine.script_sha, engine.script_source, keys, args)
+        except (RedisError, OSError) as exc:
             raise _unavailable(exc) from None
         state, transition = outcome(user_id, reply)
         if transition is not None:
@@ -416,7 +428,7 @@ async def start_presence(rt: Runtime, stack: AsyncExitStack) -> None:
     settings = rt.settings
     redis = presence_redis(settings)
     stack.push_async_callback(redis.aclose)
-    pipe = RedisPipe(settings.redis_url, connect_timeout=1.0)
+    pipe = RedisPipe(settings.redis_url, connect_timeout=1.0, stall_seconds=REDIS_TIMEOUT_SECONDS)
     stack.push_async_callback(pipe.close)
     hub: RoomPresence | None = rt.extensions.get("realtime")
     service = PresenceService(

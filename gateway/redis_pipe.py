@@ -12,7 +12,9 @@ Deliberately small: RESP2 only, commands whose replies are integers, strings,
 errors and arrays of those (EVALSHA, PUBLISH, SCRIPT LOAD, PING). Errors are
 redis-py's exception types, so callers handle one family of errors. A lost
 connection fails the commands in flight with `ConnectionError`; the next command
-reconnects. A connection that stops answering is dropped after `stall_seconds`.
+reconnects. A connection that stops answering for `stall_seconds` is dropped and its
+callers get `ConnectionError`: that is every caller's timeout, kept by one timer
+per connection instead of one per command.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class _Protocol(asyncio.Protocol):
         self._flush_scheduled = False
         # When the oldest pending command was sent or the last reply arrived.
         self._progress = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,13 +122,10 @@ class _Protocol(asyncio.Protocol):
     def send(self, data: bytes) -> asyncio.Future[Reply]:
         if self.closed:
             raise ConnectionError("Redis connection closed")
-        now = self._loop.time()
-        if self._pending:
-            if now - self._progress > self._stall:
-                self.abort(ConnectionError("Redis stopped answering"))
-                raise ConnectionError("Redis stopped answering")
-        else:
-            self._progress = now
+        if not self._pending:
+            self._progress = self._loop.time()
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(self._stall, self._check_stall)
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -133,6 +133,17 @@ class _Protocol(asyncio.Protocol):
         future: asyncio.Future[Reply] = self._loop.create_future()
         self._pending.append(future)
         return future
+
+    def _check_stall(self) -> None:
+        """One timer per connection (not per command) bounds every caller's wait."""
+        self._watchdog = None
+        if self.closed or not self._pending:
+            return
+        waited = self._loop.time() - self._progress
+        if waited >= self._stall:
+            self.abort(ConnectionError("Redis stopped answering"))
+        else:
+            self._watchdog = self._loop.call_later(self._stall - waited, self._check_stall)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -175,6 +186,9 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._out.clear()
         while self._pending:
             future = self._pending.popleft()
@@ -195,6 +209,17 @@ class RedisPipe:
         self._connecting: asyncio.Future[_Protocol] | None = None
         # Script sources by SHA, so NOSCRIPT (a restarted Redis) loads and retries.
         self._scripts: dict[str, str] = {}
+
+    def submit(self, *args: Any) -> asyncio.Future[Reply] | None:
+        """Send now and return the reply's future, or None when not connected.
+
+        The hot path awaits the future itself: one frame less on every suspension
+        than `await call(...)`, which connects first when needed.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        return protocol.send(encode_command(args))
 
     async def call(self, *args: Any) -> Reply:
         protocol = self._protocol

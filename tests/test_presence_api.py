@@ -238,6 +238,34 @@ async def test_bad_encodings(gw: InProcessGateway) -> None:
     assert (r.status_code, r.json()["status"]) == (200, "away"), r.text
 
 
+async def test_fast_path_and_framework_route_answer_alike(gw: InProcessGateway) -> None:
+    """A chunked body takes the normal stack (the documented route): same answers."""
+
+    async def chunked(data: bytes) -> Any:
+        yield data[:10]
+        yield data[10:]
+
+    for body, expected in [
+        (b'{"user_id":"u_same","status":"away"}', (200, "away")),
+        (b'{"user_id":"u_same","status":"busy"}', (422, "invalid_status")),
+    ]:
+        fast = await gw.http.post(URL, content=body, headers=SERVICE)
+        slow = await gw.http.post(URL, content=chunked(body), headers=SERVICE)
+        assert "content-length" not in slow.request.headers
+        for r in (fast, slow):
+            got = (r.status_code, r.json().get("status") or r.json().get("code"))
+            assert got == expected, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.headers["x-request-id"]
+        assert fast.json() == slow.json()
+    r = await gw.http.post(URL, json={"user_id": "u_same"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = await gw.http.post(URL, content=b"x" * 300_000, headers=SERVICE)
+    assert (r.status_code, r.json()["code"]) == (413, "payload_too_large")
+    r = await gw.http.get(URL)
+    assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+
+
 def test_matrix_user_id_uses_the_bridge_naming() -> None:
     settings = make_settings(
         matrix_homeserver_url="http://127.0.0.1:1",
