@@ -38,6 +38,8 @@ class Stream:
             info = await self.js.stream_info(self.name)
         except NotFoundError:
             return []
+        if not info.state.messages:
+            return []  # created but empty: there is no sequence 0 to fetch
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await self.js.get_msg(self.name, seq)
