@@ -63,7 +63,7 @@ async def database() -> AsyncIterator[str]:
         await admin.close()
 
 
-async def _delete_prefixed(client: aioredis.Redis) -> None:
+async def delete_prefixed(client: aioredis.Redis) -> None:
     async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
         await client.delete(key)
 
@@ -72,7 +72,7 @@ async def _delete_prefixed(client: aioredis.Redis) -> None:
 async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     yield client
-    await _delete_prefixed(client)
+    await delete_prefixed(client)
     await client.aclose()
 
 
@@ -92,7 +92,7 @@ async def clean(database: str, redis_client: aioredis.Redis) -> AsyncIterator[No
             )
     finally:
         await conn.close()
-    await _delete_prefixed(redis_client)
+    await delete_prefixed(redis_client)
     yield
 
 

@@ -13,8 +13,9 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
-from tests.conftest import make_settings
+from tests.conftest import delete_prefixed, make_settings
 from tests.servers import GatewayProcess, wait_until
 from tests.test_presence_ws import BEAT_URL, FAST, SERVICE, barrier, presence_client
 
@@ -24,8 +25,13 @@ _TRANSITION_RE = re.compile(
 
 
 @pytest.fixture(scope="module")
-async def pair(database: str) -> AsyncIterator[tuple[GatewayProcess, GatewayProcess]]:
+async def pair(
+    database: str, redis_client: aioredis.Redis
+) -> AsyncIterator[tuple[GatewayProcess, GatewayProcess]]:
     """Two processes for the whole module; the tests use distinct users."""
+    # Users left online by earlier tests of this run would expire inside the pair and
+    # unbalance its came/went counts: start from an empty presence namespace.
+    await delete_prefixed(redis_client)
     settings = make_settings(**FAST)
     a, b = GatewayProcess(settings), GatewayProcess(settings)
     try:
