@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import sys
@@ -107,6 +108,7 @@ def main() -> None:
             healths.append(wrk(health_url, args.seconds, args.connections))
 
     beat, health = _median(beats), _median(healths)
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     ratio = beat["rps"] / health["rps"]
     ratio_met = ratio >= TARGET_RATIO
     p99_met = beat["p99"] <= TARGET_P99_MS
@@ -127,6 +129,16 @@ the pipelined connection, answered by `HeartbeatFastPath` ahead of the framework
 
 Ratio heartbeat / healthz: **{ratio:.2f}** (rounds: {rounds}); target ≥ {TARGET_RATIO}:
 {"met" if ratio_met else "NOT met"}. p99 target ≤ {TARGET_P99_MS:.0f} ms: {"met" if p99_met else "NOT met"}.
+
+Machine load (1/5/15 min) when the run ended: {load} (other work shares these cores).
+"""
+    if not p99_met and health["p99"] > TARGET_P99_MS:
+        body += f"""
+`/healthz` itself has p99 {health["p99"]:.0f} ms in this run, so the tail is not the
+heartbeat's alone: with 50 connections on one event loop, any pause of the loop (CPU
+taken by neighbours; a full garbage collection over the process's ~100,000
+start-up objects, ~100 ms here) delays every queued request. See docs/presence.md
+(Performance) for `gc.freeze()`.
 """
     write_section("heartbeat", body)
     print(body)
