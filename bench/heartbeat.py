@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -74,6 +75,16 @@ async def bring_online(base_url: str, token: str, users: int) -> None:
 TARGET_P99_MS = 25.0
 
 
+async def delete_prefix(redis_url: str, prefix: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+    finally:
+        await client.aclose()
+
+
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
 
@@ -106,6 +117,9 @@ def main() -> None:
         for _ in range(args.rounds):
             beats.append(wrk(url, args.seconds, args.connections, str(script)))
             healths.append(wrk(health_url, args.seconds, args.connections))
+    # Presence state outlives the server (a day, for last_active_ago): remove ours.
+    redis_url = server.env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    asyncio.run(delete_prefix(redis_url, server.env["CITY_REDIS_PREFIX"]))
 
     beat, health = _median(beats), _median(healths)
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
