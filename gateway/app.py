@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,6 +40,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
             app.state.runtime = runtime
+            # Everything built at start-up lives as long as the process: move it out
+            # of the collector's reach, so full collections stay short (a ~100 ms pause
+            # over start-up objects showed up in the heartbeat's p99).
+            gc.collect()
+            gc.freeze()
             yield
 
     app = FastAPI(

@@ -70,7 +70,12 @@ async def test_heartbeat_sets_the_spec_key_and_answers_the_state(
     seen = record_transitions(gw)
     r = await beat(gw, {"user_id": "u_1"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"user_id": "u_1", "status": "online", "matrix_user_id": None}
+    assert r.json() == {
+        "user_id": "u_1",
+        "status": "online",
+        "matrix_user_id": None,
+        "heartbeat_seconds": gw.settings.presence_heartbeat_seconds,
+    }
     key = f"{REDIS_PREFIX}presence:user:u_1"
     assert await redis_client.get(key) == "online"
     assert 0 < await redis_client.pttl(key) <= 1500

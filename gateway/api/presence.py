@@ -69,6 +69,7 @@ class HeartbeatOut(BaseModel):
     user_id: str
     status: Literal["online", "away", "offline"]
     matrix_user_id: str | None
+    heartbeat_seconds: float
 
 
 class PresenceUserOut(BaseModel):
@@ -147,6 +148,8 @@ async def heartbeat(
         "user_id": user_id,
         "status": state.status,
         "matrix_user_id": service.matrix_user_id(user_id),
+        # How often the client should send the next one (SPEC: "clients are told").
+        "heartbeat_seconds": settings.presence_heartbeat_seconds,
     }
 
 
