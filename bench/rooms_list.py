@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,7 +98,14 @@ async def measure(server: BenchServer, requests: int) -> dict[str, float]:
         for _ in range(200):
             await http.get("/healthz")
         healthz = (time.perf_counter() - t0) * 1000 / 200
+    # The same requests from wrk (C, one connection): the server's own latency
+    # without the Python client's ~2 ms per request.
+    wrk_list = await asyncio.to_thread(wrk_latency, f"{server.base_url}/city/rooms?limit={ROOMS}")
+    wrk_health = await asyncio.to_thread(wrk_latency, f"{server.base_url}/healthz")
     return {
+        "wrk_list_p50": wrk_list[0],
+        "wrk_list_p99": wrk_list[1],
+        "wrk_healthz_p50": wrk_health[0],
         "online": online,
         "rooms": len(listed),
         "fill_s": fill_s,
@@ -106,6 +115,24 @@ async def measure(server: BenchServer, requests: int) -> dict[str, float]:
         "page_p99": percentile(timings["page"], 0.99),
         "healthz_mean": healthz,
     }
+
+
+def wrk_latency(url: str, seconds: int = 5) -> tuple[float, float]:
+    """(p50, p99) in ms of sequential requests over one connection, measured by wrk."""
+    out = subprocess.run(
+        ["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return _wrk_ms(out, "50%"), _wrk_ms(out, "99%")
+
+
+def _wrk_ms(out: str, label: str) -> float:
+    match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+    if match is None:
+        raise RuntimeError(f"no {label} latency in wrk output:\n{out}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
 
 def _load() -> str:
@@ -137,6 +164,9 @@ one keep-alive connection (httpx), {args.requests} for the list.
 | `GET /city/rooms?limit=100` | {r["list_p50"]:.2f} | {r["list_p99"]:.2f} |
 | `GET /city/rooms/{{id}}` (50 messages) | {r["page_p50"]:.2f} | {r["page_p99"]:.2f} |
 | `GET /healthz` (mean, same client) | {r["healthz_mean"]:.2f} | |
+
+The same list from wrk over one connection (no Python client in the way):
+p50 **{r["wrk_list_p50"]:.2f} ms**, p99 {r["wrk_list_p99"]:.2f} ms (`/healthz`: p50 {r["wrk_healthz_p50"]:.2f} ms).
 
 Machine load (1/5/15 min) when the run ended: {_load()} (other work shares these 2 cores).
 
