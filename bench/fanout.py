@@ -8,7 +8,7 @@ the LAST subscriber's socket. Reports p50/p99 of that over the runs.
 The subscribers are a minimal raw-socket WebSocket client (asyncio.Protocol)
 so that the client side costs a few microseconds per frame; a full client
 library per socket would measure the client, not the server. With `--deflate`
-the clients negotiate permessage-deflate, as browsers do.
+the clients offer permessage-deflate, as browsers do (the gateway declines it).
 
     .venv/bin/python bench/fanout.py [--sizes 1000,5000] [--runs 50] [--deflate]
 """
@@ -256,7 +256,8 @@ One `city-gateway serve` process; N sockets in one room (50 per user), raw-socke
 clients in one other process on the same 2-core machine. Per run: time from
 sending `POST /city/rooms/{{id}}/messages` (which stores the message first) until
 the `room.message` frame reached the **last** subscriber; {args.runs} runs per row.
-"deflate" = clients negotiated permessage-deflate, as browsers do.
+"deflate on" = clients offered permessage-deflate, as browsers do; the gateway
+declines it (`ws_per_message_deflate=False`), so both rows send plain frames.
 
 | subscribers | deflate | p50 last ms | p99 last ms | max ms | p50 median-socket ms | connect s |
 |---|---|---|---|---|---|---|
