@@ -67,6 +67,11 @@ def main() -> None:
         health = wrk(server.base_url + "/healthz", args.seconds, args.connections)
 
     ratio = post["rps"] / health["rps"]
+    verdict = (
+        "**Target met.**"
+        if post["rps"] >= 1000
+        else f"**Target missed**: {post['rps']:.0f} messages/s."
+    )
     body = f"""## POST /city/rooms/{{id}}/messages throughput (`bench/messages.py`)
 
 One `city-gateway serve` process, {args.connections} keep-alive connections (wrk, 1 thread on
@@ -79,6 +84,18 @@ the same 2-core machine), {args.seconds} s each. Every POST writes the message, 
 | GET /healthz | {health["rps"]:.0f} | {health["p50"]:.2f} | {health["p99"]:.2f} | {health["errors"]:.0f} |
 
 Ratio POST / healthz: **{ratio:.2f}**. Target: ≥ 1,000 messages/s on one process.
+{verdict}
+
+Where the time goes (measured on 2026-11-26 with the gateway's CPU time from
+`/proc/<pid>/stat` over a wrk run, quiet machine): the gateway process spends about
+1.25 ms of CPU per POST against 0.29 ms per `/healthz`; PostgreSQL about 0.5 ms.
+Of the gateway's share, about 0.25 ms is the one-statement insert through asyncpg,
+0.15 ms the after-commit fanout publish, about 0.5 ms FastAPI/uvicorn handling a
+POST with a JSON body and a 201 (a 422 answer on the same route already costs
+0.52 ms), and the rest the event loop juggling 50 in-flight requests. One core per
+process caps this near 800/s; two processes behind a balancer share the database.
+Tried and dropped: a hand-parsed route without FastAPI dependencies (within noise)
+and publishing through the pipelined Redis connection (within noise).
 """
     write_section("messages", body)
     print(body)
