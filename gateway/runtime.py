@@ -67,15 +67,15 @@ def subsystem_starters() -> list[Starter]:
     from gateway.realtime import start_realtime
     from gateway.secondme import start_secondme
 
-    starters: list[Starter] = []
-    starters.append(start_realtime)  # room sockets, fanout, members_online: first
-    starters.append(start_bridge)  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
-    starters.append(start_secondme)
-    starters.append(start_metrics)  # counts hook events; DB gauges on scrape
-    starters.append(start_nats_bus)  # publishes what the others announce (NATS_URL)
-    # After every hook listener: on shutdown it drains its transitions while they still run.
-    starters.append(start_presence)
-    return starters
+    return [
+        start_realtime,  # room sockets, fanout, members_online: first
+        start_bridge,  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
+        start_secondme,
+        start_metrics,  # counts hook events; DB gauges on scrape
+        start_nats_bus,  # publishes what the others announce (NATS_URL)
+        # After every hook listener: on shutdown it drains its transitions while they run.
+        start_presence,
+    ]
 
 
 @asynccontextmanager
