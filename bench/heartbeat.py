@@ -134,7 +134,7 @@ the same machine as the server and Redis), {args.rounds} alternating rounds of
 {args.seconds} s; the median round of each endpoint is shown. Heartbeats with the
 internal token for {args.users:,} users round-robin, all brought online (and their
 transitions announced) before measuring, so a request is a renewal: one EVALSHA over
-the pipelined connection, answered by `HeartbeatFastPath` ahead of the framework stack.
+the pipelined connection, answered by `FastPaths` (gateway/api/fastpath.py) ahead of the framework stack.
 
 | endpoint | req/s | p50 ms | p99 ms | non-2xx |
 |---|---|---|---|---|

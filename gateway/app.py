@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from bridge import appservice
 from gateway.api import feed, health, presence, rooms, secondme, stats, ws_presence, ws_rooms
-from gateway.api.presence import HeartbeatFastPath
+from gateway.api.fastpath import FastPaths
+from gateway.api.presence import HEARTBEAT_ROUTE
+from gateway.api.rooms import POST_MESSAGE_ROUTE
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
@@ -69,9 +71,14 @@ def create_app(settings: Settings) -> FastAPI:
             "/transactions/": APPSERVICE_MAX_REQUEST_BYTES,
         },
     )
-    # The presence heartbeat, the hottest endpoint, skips the rest of the stack
-    # (gateway/api/presence.py says why); it enforces the body limit itself.
-    app.add_middleware(HeartbeatFastPath, max_bytes=settings.city_max_request_bytes)
+    # The two busiest POSTs (the presence heartbeat and posting a message) skip the
+    # rest of the stack (gateway/api/fastpath.py says why); they enforce the body
+    # limit themselves and fall through to their documented routes otherwise.
+    app.add_middleware(
+        FastPaths,
+        routes=[HEARTBEAT_ROUTE, POST_MESSAGE_ROUTE],
+        max_bytes=settings.city_max_request_bytes,
+    )
     # Outermost: request id, metrics and access log also cover 413s and errors.
     app.add_middleware(MetricsMiddleware)
     return app

@@ -55,6 +55,12 @@ def forbidden(message: str) -> AppError:
     return AppError(403, "forbidden", message)
 
 
+def unstorable_input() -> AppError:
+    """Values PostgreSQL cannot hold (NUL characters, invalid text) in ids, paths or
+    fields that no rule checked: the client's input, not our bug."""
+    return AppError(422, "invalid_input", "input contains characters that cannot be stored")
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -108,12 +114,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(asyncpg.DataError)
     async def _data_error(_: Request, exc: asyncpg.DataError) -> JSONResponse:
-        # Values PostgreSQL cannot hold (NUL characters, invalid text) in ids,
-        # paths or fields that no rule checked: the client's input, not our bug.
-        return JSONResponse(
-            {"code": "invalid_input", "message": "input contains characters that cannot be stored"},
-            status_code=422,
-        )
+        error = unstorable_input()
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

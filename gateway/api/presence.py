@@ -14,14 +14,14 @@ sendBeacon sends `text/plain` and cannot set headers, so the token may come as
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.fastpath import FastRoute
 from gateway.api.schemas import ERRORS, ErrorOut
 from gateway.auth import USER_ID_RE, bearer_from_header, decode_user_token, is_internal_token
 from gateway.deps import RuntimeDep
@@ -157,67 +157,18 @@ HEARTBEAT_PATH = "/internal/matrix/presence/online"
 _JSON_HEADER = (b"content-type", b"application/json")
 
 
-class HeartbeatFastPath:
-    """ASGI middleware answering the heartbeat before the framework's stack.
-
-    Measured on one process (bench/heartbeat.py): FastAPI's middleware and routing
-    layers cost more CPU than the heartbeat itself, and every coroutine layer is
-    re-entered when the request resumes after its Redis reply. So `create_app`
-    installs this just inside the metrics middleware (request id, access log and
-    `city_http_*` still apply) and it answers `POST` heartbeats with a declared,
-    in-limit Content-Length itself; anything else (a chunked or oversized body,
-    other paths) goes down the normal stack, where the documented route below gives
-    the same answers. Errors are rendered exactly as the app's handler renders them.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != HEARTBEAT_PATH:
-            await self.app(scope, receive, send)
-            return
-        content_type = authorization = None
-        length = -1
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-        if scope["method"] != "POST" or not 0 <= length <= self.max_bytes:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = _HEARTBEAT_ROUTE  # what the metrics label requests by
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        headers = [_JSON_HEADER]
-        try:
-            answer = await heartbeat(scope["app"].state.runtime, content_type, authorization, raw)
-            status, payload = 200, orjson.dumps(answer)
-        except AppError as exc:
-            status, payload = exc.status, orjson.dumps(exc.body())
-            headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-        except Exception:
-            log.exception("unhandled error on POST %s", HEARTBEAT_PATH)
-            status = 500
-            payload = orjson.dumps({"code": "internal_error", "message": "internal error"})
-        headers.append((b"content-length", b"%d" % len(payload)))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+async def _fast_heartbeat(
+    rt: Runtime,
+    params: tuple[str, ...],
+    content_type: str | None,
+    authorization: str | None,
+    raw: bytes,
+) -> tuple[int, dict[str, Any]]:
+    return 200, await heartbeat(rt, content_type, authorization, raw)
 
 
-# Labels the fast path's requests in metrics (which read `scope["route"].path`).
-_HEARTBEAT_ROUTE = SimpleNamespace(path=HEARTBEAT_PATH)
+# Answered by gateway.api.fastpath.FastPaths ahead of the framework's stack.
+HEARTBEAT_ROUTE = FastRoute(HEARTBEAT_PATH, re.compile(re.escape(HEARTBEAT_PATH)), _fast_heartbeat)
 
 
 @router.post(
@@ -242,7 +193,7 @@ async def presence_online(request: Request) -> JSONResponse:
     the internal service token (any user) or the user's own JWT, in the
     Authorization header or as `access_token` in the body.
     """
-    # Normally HeartbeatFastPath answers first; this gives the same answers.
+    # Normally FastPaths (HEARTBEAT_ROUTE) answers first; this gives the same answers.
     answer = await heartbeat(
         request.app.state.runtime,
         request.headers.get("content-type"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Request
 
+from gateway.api.fastpath import FastRoute
 from gateway.api.schemas import (
     ERRORS,
     CreateRoomBody,
@@ -14,9 +17,12 @@ from gateway.api.schemas import (
     RoomOut,
     RoomPageOut,
 )
+from gateway.auth import authenticate, bearer_from_header
 from gateway.deps import CurrentUser, RuntimeDep
+from gateway.errors import AppError
 from gateway.jsonio import JSONResponse
 from gateway.messages import Author
+from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/city/rooms", tags=["rooms"], responses=ERRORS)
 
@@ -67,14 +73,75 @@ async def list_messages(
     response_model=MessageOut,
     status_code=201,
     responses={200: {"model": MessageOut, "description": "a retry with a known client_msg_id"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PostMessageBody.model_json_schema()}},
+        }
+    },
 )
-async def post_message(
-    room_id: str, body: PostMessageBody, user: CurrentUser, rt: RuntimeDep
-) -> JSONResponse:
+async def post_message(room_id: str, request: Request) -> JSONResponse:
+    """Post as the token's user; the same `client_msg_id` again returns the first (200).
+
+    Normally answered by `FastPaths` (gateway.api.fastpath) before this route; both
+    call `handle_post_message`, so the answers are the same.
+    """
+    status, answer = await handle_post_message(
+        request.app.state.runtime,
+        (room_id,),
+        request.headers.get("content-type"),
+        request.headers.get("authorization"),
+        await request.body(),
+    )
+    return JSONResponse(answer, status_code=status)
+
+
+async def handle_post_message(
+    rt: Runtime,
+    params: tuple[str, ...],
+    content_type: str | None,
+    authorization: str | None,
+    raw: bytes,
+) -> tuple[int, dict[str, Any]]:
+    """The whole POST: authenticate, parse the body by hand (orjson), store, answer."""
+    (room_id,) = params
+    user = authenticate(
+        bearer_from_header(authorization),
+        jwt_secret=rt.settings.jwt_secret,
+        internal_token=None,
+        allow_service=False,
+    )
+    body, client_msg_id = _parse_message_body(content_type, raw)
     result = await rt.messages.post(
         room_id,
         Author(user_id=user.user_id, display_name=user.name),
-        body.body,
-        client_msg_id=body.client_msg_id,
+        body,
+        client_msg_id=client_msg_id,
     )
-    return JSONResponse(result.message.as_json(), status_code=201 if result.created else 200)
+    return (201 if result.created else 200), result.message.as_json()
+
+
+POST_MESSAGE_ROUTE = FastRoute(
+    "/city/rooms/{room_id}/messages",
+    re.compile(r"/city/rooms/([^/]+)/messages"),
+    handle_post_message,
+)
+
+
+def _parse_message_body(content_type: str | None, raw: bytes) -> tuple[str, str | None]:
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise AppError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise AppError(422, "validation_error", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise AppError(422, "validation_error", "the body must be a JSON object")
+    body = data.get("body")
+    if not isinstance(body, str):
+        raise AppError(422, "validation_error", "body: a string is required")
+    client_msg_id = data.get("client_msg_id")
+    if client_msg_id is not None and not isinstance(client_msg_id, str):
+        raise AppError(422, "validation_error", "client_msg_id must be a string")
+    return body, client_msg_id
