@@ -154,7 +154,6 @@ async def heartbeat(
 
 
 HEARTBEAT_PATH = "/internal/matrix/presence/online"
-_JSON_HEADER = (b"content-type", b"application/json")
 
 
 async def _fast_heartbeat(
