@@ -107,10 +107,6 @@ async def retry_outbox_row(
     )
 
 
-async def outbox_size(db: Executor) -> int:
-    return int(await db.fetchval("select count(*) from matrix_outbox"))
-
-
 async def unmapped_rooms(db: Executor) -> list[tuple[str, str, str | None]]:
     rows = await db.fetch(
         "select id, name, description from city_rooms where matrix_room_id is null order by id"
@@ -197,11 +193,6 @@ async def prune_inbox(db: Executor, keep_days: float) -> int:
         int(keep_days),
     )
     return int(status.split()[-1])
-
-
-async def inbox_counts(db: Executor) -> dict[str, int]:
-    rows = await db.fetch("select state, count(*) as n from matrix_inbox group by state")
-    return {r["state"]: int(r["n"]) for r in rows}
 
 
 # --- ghosts ------------------------------------------------------------------------

@@ -196,11 +196,6 @@ class Realtime:
         return self.members
 
 
-def realtime_of(rt: Runtime) -> Realtime:
-    hub: Realtime = rt.extensions[EXTENSION]
-    return hub
-
-
 async def start_realtime(rt: Runtime, stack: AsyncExitStack) -> None:
     settings = rt.settings
     process_id = secrets.token_hex(8)

@@ -138,12 +138,6 @@ async def seq_of(db: Executor, room_id: str, message_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-async def set_matrix_event_id(db: Executor, message_id: str, event_id: str) -> None:
-    await db.execute(
-        "update city_room_messages set matrix_event_id = $2 where id = $1", message_id, event_id
-    )
-
-
 async def count_since_hours(db: Executor, hours: int) -> int:
     return int(
         await db.fetchval(
