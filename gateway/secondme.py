@@ -61,10 +61,6 @@ class Exchange:
 
 
 def check_prompt(prompt: str) -> str:
-    if len(prompt) > PROMPT_MAX_CHARS:
-        raise AppError(
-            422, "prompt_too_long", f"prompt is longer than {PROMPT_MAX_CHARS} characters"
-        )
     return clean_text(prompt, field="prompt", max_chars=PROMPT_MAX_CHARS, code="invalid_prompt")
 
 

@@ -8,7 +8,8 @@ SNIPPET_CHARS = 140
 
 
 def clean_text(value: str, *, field: str, max_chars: int, code: str = "invalid_body") -> str:
-    """Reject empty, whitespace-only, NUL-containing or over-long text (422)."""
+    """Reject empty, whitespace-only, NUL-containing (422 `code`) or over-long text
+    (422 `{field}_too_long`, e.g. `body_too_long`, `prompt_too_long`)."""
     if "\x00" in value:
         raise AppError(422, code, f"{field} must not contain NUL characters")
     if not value.strip():
@@ -16,7 +17,7 @@ def clean_text(value: str, *, field: str, max_chars: int, code: str = "invalid_b
     if len(value) > max_chars:
         raise AppError(
             422,
-            "body_too_long" if field == "body" else code,
+            f"{field}_too_long",
             f"{field} is longer than {max_chars} characters",
         )
     return value
