@@ -19,6 +19,12 @@ from gateway.models import Message
 M = TypeVar("M")
 
 
+# Close codes shared by the room and presence sockets (SPEC §7).
+CLOSE_BAD_TOKEN = 4401
+CLOSE_UNKNOWN_ROOM = 4404
+CLOSE_UNAVAILABLE = 1011
+
+
 class FrameError(Exception):
     """A client frame we cannot act on; becomes `{"event":"error","code","message"}`."""
 

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["websockets"])
 
-CLOSE_BAD_TOKEN = 4401
-CLOSE_UNAVAILABLE = 1011
 # A socket is normally one tab; a few device ids per socket cover multiplexing
 # clients, and the bound keeps one socket from creating unbounded devices.
 MAX_DEVICES_PER_SOCKET = 16
@@ -76,12 +74,12 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
     service: PresenceService | None = rt.extensions.get(EXTENSION)
     await websocket.accept()
     if service is None:
-        await websocket.close(CLOSE_UNAVAILABLE, "presence is not available")
+        await websocket.close(wsproto.CLOSE_UNAVAILABLE, "presence is not available")
         return
     try:
         user_id = decode_user_token(rt.settings.jwt_secret, token or "").require_user()
     except AppError as exc:
-        await websocket.close(CLOSE_BAD_TOKEN, exc.message)
+        await websocket.close(wsproto.CLOSE_BAD_TOKEN, exc.message)
         return
 
     async def close(code: int, reason: str) -> None:

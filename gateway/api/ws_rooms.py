@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["websockets"])
 
-CLOSE_BAD_TOKEN = 4401
-CLOSE_UNKNOWN_ROOM = 4404
-CLOSE_UNAVAILABLE = 1011
 _PONG = outgoing(wsproto.PONG_FRAME)
 
 
@@ -38,15 +35,15 @@ async def room_socket(
     hub: Realtime | None = rt.extensions.get(EXTENSION)
     await websocket.accept()
     if hub is None or hub.closing:
-        await websocket.close(CLOSE_UNAVAILABLE, "realtime is not available")
+        await websocket.close(wsproto.CLOSE_UNAVAILABLE, "realtime is not available")
         return
     try:
         user_id = decode_user_token(rt.settings.jwt_secret, token or "").require_user()
     except AppError as exc:
-        await websocket.close(CLOSE_BAD_TOKEN, exc.message)
+        await websocket.close(wsproto.CLOSE_BAD_TOKEN, exc.message)
         return
     if not await hub.room_exists(room_id):
-        await websocket.close(CLOSE_UNKNOWN_ROOM, "room not found")
+        await websocket.close(wsproto.CLOSE_UNKNOWN_ROOM, "room not found")
         return
 
     async def close(code: int, reason: str) -> None:
