@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from bridge.matrix import MatrixError, MatrixUnavailable
 from bridge.service import EXTENSION, Bridge
 from gateway.jsonio import JSONResponse
 
@@ -28,6 +31,36 @@ PREFIX = "/_matrix/app/v1"
 
 def _error(status: int, errcode: str, message: str) -> JSONResponse:
     return JSONResponse({"errcode": errcode, "error": message}, status_code=status)
+
+
+# Seconds Synapse is asked to wait before asking again when we cannot reach it.
+_RETRY_AFTER_SECONDS = 5
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _homeserver_errors(handler: Handler) -> Handler:
+    """Answer Synapse in its own error shape when answering needs Synapse and it fails.
+
+    Some answers (a ghost, a room for an alias, the power levels behind a redaction)
+    require calling the homeserver back; when that call fails, Synapse gets a 503/502
+    it will retry — never a 500 in the city's shape, which it cannot read.
+    """
+
+    @wraps(handler)
+    async def guarded(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except MatrixUnavailable as exc:
+            log.warning("appservice call needed the homeserver, which did not answer: %s", exc)
+            response = _error(503, "M_UNKNOWN", "the homeserver could not be reached")
+            response.headers["Retry-After"] = str(_RETRY_AFTER_SECONDS)
+            return response
+        except MatrixError as exc:
+            log.warning("appservice call needed the homeserver, which refused: %s", exc)
+            return _error(502, "M_UNKNOWN", "the homeserver refused a call this needs")
+
+    return guarded
 
 
 def _authorise(request: Request) -> Bridge | Response:
@@ -63,6 +96,7 @@ async def _json_object(request: Request) -> dict[str, Any] | Response:
     return body
 
 
+@_homeserver_errors
 async def transaction(txn_id: str, request: Request) -> Response:
     bridge = _authorise(request)
     if isinstance(bridge, Response):
@@ -80,17 +114,21 @@ async def transaction(txn_id: str, request: Request) -> Response:
     return JSONResponse({})
 
 
+@_homeserver_errors
 async def query_user(user_id: str, request: Request) -> Response:
     bridge = _authorise(request)
     if isinstance(bridge, Response):
         return bridge
-    names = bridge.names
-    if user_id in (names.bot, names.secondme) or names.city_id_of_ghost(user_id) is not None:
+    # Only users the city has seen (SPEC §12): Synapse asks about any id in our
+    # namespace that someone invites or looks up, and registering on its say-so would
+    # let anyone mint accounts. Ghosts are registered when their city user acts.
+    if await bridge.ghosts.known(user_id):
         await bridge.ghosts.ensure(user_id)
         return JSONResponse({})
     return _error(404, "M_NOT_FOUND", "no such user in the city")
 
 
+@_homeserver_errors
 async def query_alias(alias: str, request: Request) -> Response:
     bridge = _authorise(request)
     if isinstance(bridge, Response):
@@ -99,8 +137,9 @@ async def query_alias(alias: str, request: Request) -> Response:
     if city_room_id is None:
         return _error(404, "M_NOT_FOUND", "not a city room alias")
     # Creates the Matrix room (with this alias) if the city room exists: Synapse then
-    # resolves the alias and the joining Element user just gets in.
-    if await bridge.rooms.matrix_room_for(city_room_id) is None:
+    # resolves the alias and the joining Element user just gets in. A room being
+    # created right now is 404 (bridge/rooms.py explains why it must not wait).
+    if await bridge.rooms.for_alias_query(city_room_id) is None:
         return _error(404, "M_NOT_FOUND", "no such city room")
     return JSONResponse({})
 

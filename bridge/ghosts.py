@@ -1,5 +1,9 @@
 """Ghosts: the Matrix users the bridge puppets, registered lazily and kept in sync.
 
+A ghost is registered only when its city user acts (posts, heartbeats): `ensure` is
+called by the outbox and the presence mirror, never for an id Synapse asks about
+(`known` answers the appservice user query).
+
 Synapse is the source of truth for whether a user exists; `matrix_ghosts` remembers
 what we already did (registered, display name set) so a restart or another process
 does not repeat it, and this process also caches it in memory for the hot path.
@@ -31,6 +35,21 @@ class Ghosts:
         # sending for the same ghost do not repeat the same call.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._join_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def known(self, user_id: str) -> bool:
+        """One of our fixed users, or a ghost of a city user the city has seen.
+
+        "Seen" = the bridge has a row for the ghost: it registered it for a message or
+        a heartbeat, or mirrors its presence. Nothing else ever creates a ghost, so an
+        id Synapse merely asks about (an invite, a profile lookup) is not one.
+        """
+        if user_id in (self._names.bot, self._names.secondme):
+            return True
+        if user_id in self._registered:
+            return True
+        if self._names.city_id_of_ghost(user_id) is None:
+            return False
+        return await storage.get_ghost(self._db, user_id) is not None
 
     async def ensure(self, user_id: str, display_name: str | None = None) -> None:
         """The user exists on Synapse and (if given) shows `display_name`."""

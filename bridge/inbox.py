@@ -6,12 +6,18 @@ route answers 200, so a crash makes Synapse re-send and the key makes that harml
 is then processed once: claimed with `FOR UPDATE SKIP LOCKED`, turned into a city
 message in the same transaction that marks it done, announced after commit. One bad
 event is logged and recorded; it never fails the batch.
+
+What Matrix may change in the city (SPEC §12): a redaction removes a city message
+only if its sender is the message's Matrix author or has the room's `redact` power
+level; an edit applies only from the original sender; both only from the message's
+own room. Anything else is dropped and counted in `city_matrix_events_ignored_total`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,8 +26,10 @@ import asyncpg
 from prometheus_client import Counter
 
 from bridge import render, storage
+from bridge.matrix import MatrixClient, MatrixError
 from bridge.naming import Names
 from bridge.outbox import CITY_MESSAGE_ID
+from gateway import metrics
 from gateway.errors import AppError
 from gateway.hooks import CityHooks
 from gateway.messages import Author, MessageService
@@ -32,6 +40,11 @@ from gateway.storage import rooms as room_sql
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# How long a room's power levels are trusted without asking Synapse again. A change
+# arriving in a transaction to this process drops the cached copy at once; the TTL
+# bounds how stale another process's copy can be.
+POWER_LEVELS_TTL_SECONDS = 10.0
+_POWER_LEVELS = "m.room.power_levels"
 
 PROCESSED = Counter(
     "city_matrix_inbox_events", "Matrix events processed by this process", ["state"]
@@ -72,6 +85,72 @@ class InboxListeners:
     events: list[EventListener] = field(default_factory=list)
 
 
+class PowerLevels:
+    """Who may redact others' events in a room: its `m.room.power_levels`, read as the
+    bot through the client-server API and cached briefly per room.
+
+    Synapse delivers redactions from unprivileged federated users (room versions ≥ 3
+    check them only when serving), so the inbox asks this before applying one.
+    """
+
+    def __init__(
+        self, matrix: MatrixClient, bot: str, ttl_seconds: float = POWER_LEVELS_TTL_SECONDS
+    ) -> None:
+        self._matrix = matrix
+        self._bot = bot
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def invalidate(self, matrix_room_id: str) -> None:
+        self._cache.pop(matrix_room_id, None)
+
+    async def can_redact(self, matrix_room_id: str, user_id: str) -> bool:
+        """`user_id` has the room's `redact` level. Synapse unreachable: raises (retry)."""
+        content = await self._content(matrix_room_id)
+        if content is None:
+            return False  # no power levels we can read: only authors may redact
+        users = content.get("users")
+        level = users.get(user_id) if isinstance(users, dict) else None
+        if level is None:
+            level = content.get("users_default", 0)
+        return _level(level, 0) >= _level(content.get("redact", 50), 50)
+
+    async def _content(self, matrix_room_id: str) -> dict[str, Any] | None:
+        cached = self._cache.get(matrix_room_id)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            content = await self._matrix.state(matrix_room_id, _POWER_LEVELS, user_id=self._bot)
+        except MatrixError as exc:
+            if exc.transient:
+                raise
+            # 403: the bot is not in the room; nobody there is privileged for us.
+            log.warning("reading the power levels of %s failed: %s", matrix_room_id, exc)
+            content = None
+        self._cache[matrix_room_id] = (now + self._ttl, content)
+        return content
+
+
+def _level(value: Any, default: int) -> int:
+    """A power level as Matrix allows it (old rooms may carry integers as strings)."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def _ignored(reason: str, detail: str) -> _Outcome:
+    metrics.MATRIX_EVENTS_IGNORED.labels(reason).inc()
+    return _Outcome("dropped", f"ignored ({reason}): {detail}")
+
+
 class Inbox:
     def __init__(
         self,
@@ -79,6 +158,7 @@ class Inbox:
         messages: MessageService,
         hooks: CityHooks,
         names: Names,
+        power_levels: PowerLevels,
         *,
         max_chars: int,
     ) -> None:
@@ -86,6 +166,7 @@ class Inbox:
         self._messages = messages
         self._hooks = hooks
         self._names = names
+        self._power = power_levels
         self._max_chars = max_chars
         self.listeners = InboxListeners()
 
@@ -102,6 +183,10 @@ class Inbox:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 stored.append(event)
+            if event.type == _POWER_LEVELS and event.room_id is not None:
+                # Before anything of this batch is processed: a redaction right after a
+                # demotion is judged by the new levels.
+                self._power.invalidate(event.room_id)
         async with self._db.acquire() as conn, conn.transaction():
             await storage.store_events(conn, stored)
         for event in stored:
@@ -169,7 +254,7 @@ class Inbox:
         if kind == "m.room.message":
             return await self._message(conn, event, sender, room_id, content)
         if kind == "m.room.redaction":
-            return await self._redaction(conn, event, content)
+            return await self._redaction(conn, event, sender, room_id, content)
         return _Outcome("dropped", f"not bridged: {kind}")
 
     async def _echo(
@@ -192,7 +277,7 @@ class Inbox:
     ) -> _Outcome:
         relates = content.get("m.relates_to")
         if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
-            return await self._edit(conn, sender, content, relates)
+            return await self._edit(conn, sender, matrix_room_id, content, relates)
         body = render.message_body(content, self._max_chars)
         if body is None:
             return _Outcome("dropped", "unsupported or empty message content")
@@ -233,6 +318,7 @@ class Inbox:
         self,
         conn: asyncpg.Connection,
         sender: str,
+        matrix_room_id: str,
         content: dict[str, Any],
         relates: dict[str, Any],
     ) -> _Outcome:
@@ -243,8 +329,12 @@ class Inbox:
         target = await message_sql.get_by_matrix_event_id(conn, target_id)
         if target is None:
             return _Outcome("dropped", "edit of a message we do not have")
+        if not await _in_room(conn, target, matrix_room_id):
+            return _ignored("edit_other_room", f"{sender} edits {target.id} from another room")
+        # Only the original sender: a city message's sender is our ghost, so nobody
+        # on Matrix may edit it (the city edits it itself).
         if target.author_matrix_id != sender:
-            return _Outcome("dropped", "edit by someone other than the author")
+            return _ignored("edit_not_author", f"{sender} edits {target.id}")
         body = render.message_body(new_content, self._max_chars)
         if body is None:
             return _Outcome("dropped", "edit with unsupported content")
@@ -252,7 +342,12 @@ class Inbox:
         return _Outcome("done", f"edited {target.id}")
 
     async def _redaction(
-        self, conn: asyncpg.Connection, event: dict[str, Any], content: dict[str, Any]
+        self,
+        conn: asyncpg.Connection,
+        event: dict[str, Any],
+        sender: str,
+        matrix_room_id: str,
+        content: dict[str, Any],
     ) -> _Outcome:
         # Room versions up to 10 put `redacts` at the top level, v11 in the content.
         target_id = event.get("redacts") or content.get("redacts")
@@ -261,10 +356,25 @@ class Inbox:
         target = await message_sql.get_by_matrix_event_id(conn, target_id)
         if target is None:
             return _Outcome("dropped", "redaction of a message we do not have")
-        # Synapse only accepts a redaction from the author or a moderator, so one that
-        # reached us is authorised; the city copy goes too, whichever side wrote it.
+        if not await _in_room(conn, target, matrix_room_id):
+            return _ignored(
+                "redaction_other_room", f"{sender} redacts {target.id} from another room"
+            )
+        # Synapse passes on redactions from anyone over federation (it checks them only
+        # when serving the event), so the author or the room's `redact` level decides.
+        # A city message's Matrix sender is our ghost: only a privileged user may.
+        if target.author_matrix_id != sender and not await self._power.can_redact(
+            matrix_room_id, sender
+        ):
+            return _ignored("redaction_not_permitted", f"{sender} redacts {target.id}")
         await storage.delete_message(conn, target.id)
-        return _Outcome("done", f"removed {target.id}")
+        return _Outcome("done", f"removed {target.id} (redacted by {sender})")
+
+
+async def _in_room(conn: asyncpg.Connection, target: Message, matrix_room_id: str) -> bool:
+    """The city message lives in the Matrix room the event was sent in."""
+    room = await room_sql.get_room_by_matrix_id(conn, matrix_room_id)
+    return room is not None and room.id == target.room_id
 
 
 def _keyable(raw: Any) -> storage.InboxEvent | None:

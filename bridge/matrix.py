@@ -8,6 +8,7 @@ one of our users (ghost, bot, Second Me), as the appservice spec allows. One
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -81,6 +82,11 @@ class MatrixClient:
             trust_env=False,
             transport=transport,
         )
+        # Called with the user id after each write Synapse answered that was made as
+        # one of our users, except presence itself: Synapse may count it as that
+        # user's activity and bump an `unavailable` user to `online`
+        # (bridge/presence.py re-asserts the city's state).
+        self.on_acted_as: Callable[[str], None] | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -115,6 +121,9 @@ class MatrixClient:
             raise MatrixUnavailable(f"{type(exc).__name__}: {exc}", maybe_applied=False) from None
         except httpx.TransportError as exc:
             raise MatrixUnavailable(f"{type(exc).__name__}: {exc}", maybe_applied=True) from None
+        if user_id is not None and method != "GET" and self.on_acted_as is not None:
+            if not path.startswith(f"{CS}/presence/"):
+                self.on_acted_as(user_id)
         try:
             data = resp.json()
         except ValueError:
@@ -188,21 +197,67 @@ class MatrixClient:
     async def create_room(
         self,
         *,
-        alias_localpart: str,
+        alias_localpart: str | None,
         name: str,
         topic: str | None,
         user_id: str | None = None,
+        visibility: str = "public",
     ) -> str:
-        body: dict[str, Any] = {
-            "preset": "public_chat",
-            "visibility": "public",
-            "room_alias_name": alias_localpart,
-            "name": name,
-        }
+        """A public_chat room. Synapse binds `alias_localpart` *before* the room's
+        join rules exist (joins through it are refused meanwhile): the bridge passes
+        None and binds the alias itself once createRoom has returned (bridge/rooms.py)."""
+        body: dict[str, Any] = {"preset": "public_chat", "visibility": visibility, "name": name}
+        if alias_localpart is not None:
+            body["room_alias_name"] = alias_localpart
         if topic:
             body["topic"] = topic
         data = await self.request("POST", f"{CS}/createRoom", user_id=user_id, body=body)
         return str(data["room_id"])
+
+    async def set_alias(self, alias: str, room_id: str) -> None:
+        """Bind `alias` to `room_id` (as the bot); 409 M_UNKNOWN if it is taken."""
+        await self.request("PUT", f"{CS}/directory/room/{_q(alias)}", body={"room_id": room_id})
+
+    async def publish_room(self, room_id: str) -> None:
+        """List the room in the server's room directory (as its server's rules allow)."""
+        await self.request(
+            "PUT", f"{CS}/directory/list/room/{_q(room_id)}", body={"visibility": "public"}
+        )
+
+    async def leave(self, room_id: str, user_id: str | None = None) -> None:
+        await self.request("POST", f"{CS}/rooms/{_q(room_id)}/leave", user_id=user_id, body={})
+
+    async def state(
+        self, room_id: str, event_type: str, state_key: str = "", *, user_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The content of a room state event; None if the room has none."""
+        try:
+            return await self.request(
+                "GET",
+                f"{CS}/rooms/{_q(room_id)}/state/{_q(event_type)}/{_q(state_key)}",
+                user_id=user_id,
+            )
+        except MatrixError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def set_state(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        state_key: str = "",
+        *,
+        user_id: str | None = None,
+    ) -> str:
+        data = await self.request(
+            "PUT",
+            f"{CS}/rooms/{_q(room_id)}/state/{_q(event_type)}/{_q(state_key)}",
+            user_id=user_id,
+            body=content,
+        )
+        return str(data["event_id"])
 
     async def resolve_alias(self, alias: str) -> str | None:
         try:

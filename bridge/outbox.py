@@ -9,6 +9,10 @@ next sender retries with the same txnId (= city message id), which Synapse answe
 with the first event id — unless Synapse restarted meanwhile and forgot it, which is
 why a send that may have reached Synapse is marked `uncertain` and the room is
 searched for the message id (carried in the event content) before sending again.
+
+"Head" means the row of the room's lowest message `seq`, so Matrix shows a room's
+messages in the order of the city history; before reading it, the worker waits for
+the room's inserts that already drew a seq to commit (migrations/0004_room_order.sql).
 """
 
 from __future__ import annotations
@@ -184,31 +188,35 @@ class OutboxSender:
             self._wake.set()
 
     async def _send_head(self, room_id: str) -> bool:
-        """Send the room's oldest message; True if the room may have more."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            head = await storage.lock_head(conn, room_id)
-            if head is None or not head.due:
-                return False
-            try:
-                event_id = await self._deliver(conn, head)
-            except _Retry as retry:
-                delay = (
-                    retry.delay
-                    if retry.delay is not None
-                    else backoff(head.attempts, self._retry_max)
-                )
-                log.warning(
-                    "outbox %s (%s) attempt %d failed, retrying in %.1fs: %s",
-                    head.message_id,
-                    room_id,
-                    head.attempts + 1,
-                    delay,
-                    retry.error,
-                )
-                await storage.retry_outbox_row(conn, head.id, delay, retry.error, retry.uncertain)
-                return False
-            await storage.finish_outbox_row(conn, head.id, head.message_id, event_id)
-            return True
+        """Send the room's next message (by room seq); True if the room may have more."""
+        async with self._pool.acquire() as conn:
+            # Outside the transaction below: held while sending, it would stop posts.
+            await storage.wait_for_room_inserts(conn, room_id)
+            async with conn.transaction():
+                return await self._send_locked_head(conn, room_id)
+
+    async def _send_locked_head(self, conn: asyncpg.Connection, room_id: str) -> bool:
+        head = await storage.lock_head(conn, room_id)
+        if head is None or not head.due:
+            return False
+        try:
+            event_id = await self._deliver(conn, head)
+        except _Retry as retry:
+            delay = (
+                retry.delay if retry.delay is not None else backoff(head.attempts, self._retry_max)
+            )
+            log.warning(
+                "outbox %s (%s) attempt %d failed, retrying in %.1fs: %s",
+                head.message_id,
+                room_id,
+                head.attempts + 1,
+                delay,
+                retry.error,
+            )
+            await storage.retry_outbox_row(conn, head.id, delay, retry.error, retry.uncertain)
+            return False
+        await storage.finish_outbox_row(conn, head.id, head.message_id, event_id)
+        return True
 
     async def _deliver(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> str | None:
         """The event id of the message's Matrix copy; None when there is nothing to send."""

@@ -1,13 +1,19 @@
 """Second Me as a Matrix user of the bridge (`@secondme:S`).
 
-- An invite to `@secondme` is accepted (any room).
+- Invites: like a mautrix bridge's ghosts, `@secondme` joins direct chats (the
+  invite says `is_direct`) and bridged city rooms, and rejects the rest; and it
+  accepts at most `LIMIT_SECONDME_INVITES_PER_HOUR` invites per inviting user per
+  hour, counted in Redis across processes (each joined room is work for us and a
+  way to make Second Me talk somewhere).
 - A DM (a non-bridged room where Second Me and the sender are the only members) gets
   a reply to every text message, sent straight into the room as `@secondme`; the
   conversation is the Matrix user's Second Me history (keyed by their Matrix id).
 - In a bridged room, a message that mentions Second Me (`m.mentions`, a pill link,
   or `@secondme` in the body) gets its reply as a city message by the agent, so the
-  city sees it too; the outbox sends it to Matrix as `@secondme`. In other group
-  rooms only mentions are answered, straight into the room.
+  city sees it too; the outbox sends it to Matrix as `@secondme`. In other rooms
+  with more members (a DM someone else was invited to) only mentions are answered,
+  straight into the room. Both are shared rooms: the context is the room's recent
+  messages, never the asker's private history.
 
 "Exactly one reply" rests on the reply claims of `gateway.secondme_replies`, keyed
 by the triggering event id: the inbox already hands each event to listeners once,
@@ -20,19 +26,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
+
 from bridge.inbox import InboundMessage
 from bridge.matrix import CS, MatrixError, MatrixUnavailable
 from bridge.service import Bridge
+from gateway import metrics
+from gateway.agents_core import HistoryItem
+from gateway.secondme import shared_room_item
 from gateway.secondme_mentions import MentionRule
-from gateway.secondme_replies import AGENT_DISPLAY_NAME, SecondMeReplies
+from gateway.secondme_ratelimit import SlidingWindowLimiter
+from gateway.secondme_replies import (
+    AGENT_DISPLAY_NAME,
+    MATRIX_DM,
+    MATRIX_ROOM,
+    SecondMeReplies,
+)
+from gateway.storage import rooms as rooms_sql
 from gateway.storage.secondme import ReplyClaim
 
 log = logging.getLogger(__name__)
@@ -44,9 +63,16 @@ TRIGGER_KEY = "city.secondme_trigger"
 # (Synapse only pushes a room's events once one of our users has joined it).
 CATCH_UP_EVENTS = 20
 ANSWERED_MSGTYPES = ("m.text",)
+MESSAGE_TYPE = "m.room.message"
 # Joining and reading membership retry a passing Synapse failure a few times.
 RETRY_ATTEMPTS = 5
 RETRY_FIRST_SECONDS = 0.5
+# Invites are capped per inviter over this window (LIMIT_SECONDME_INVITES_PER_HOUR).
+INVITE_WINDOW_SECONDS = 3600.0
+NOT_A_DM_REASON = (
+    "Second Me joins direct chats only; mention @secondme in a city room to ask it there."
+)
+TOO_MANY_INVITES_REASON = "Too many invites to Second Me from you; please try again later."
 
 
 def trigger_id(event_id: str) -> str:
@@ -59,11 +85,21 @@ def dm_txn_id(claim: ReplyClaim) -> str:
 
 
 class SecondMeBot:
-    def __init__(self, bridge: Bridge, replies: SecondMeReplies, rule: MentionRule) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        replies: SecondMeReplies,
+        rule: MentionRule,
+        *,
+        db: asyncpg.Pool,
+        invites: SlidingWindowLimiter,
+    ) -> None:
         self._bridge = bridge
         self._names = bridge.names
         self._replies = replies
         self._rule = rule
+        self._db = db
+        self._invites = invites
         self.user_id = bridge.names.secondme
         self._pill = re.compile(
             "matrix\\.to/#/(?:"
@@ -111,7 +147,8 @@ class SecondMeBot:
             since = event.get("origin_server_ts")
             room_id, inviter = event["room_id"], event["sender"]
             since_ts = since if isinstance(since, int) else 0
-            self._background(lambda: self._accept_invite(room_id, inviter, since_ts))
+            is_direct = event["content"].get("is_direct") is True
+            self._spawn(self._invited(room_id, inviter, since_ts, is_direct))
 
     async def on_message(self, inbound: InboundMessage) -> None:
         if inbound.msgtype not in ANSWERED_MSGTYPES or self._names.is_ours(inbound.sender):
@@ -157,11 +194,41 @@ class SecondMeBot:
             return
         await self._replies.handle(
             trigger_id=trigger_id(event_id),
-            kind="matrix_dm",
+            # Anyone else in the room reads the answer: a shared room, not a DM.
+            kind=MATRIX_DM if direct else MATRIX_ROOM,
             room_id=room_id,
             requester_id=sender,
             prompt=self.prompt(body) if not direct else body,
         )
+
+    # --- invites -------------------------------------------------------------------
+    async def _invited(self, room_id: str, inviter: str, since_ts: int, is_direct: bool) -> None:
+        """Accept or reject one invite; counted once, whatever the retries of the join."""
+        bridged = await rooms_sql.get_room_by_matrix_id(self._db, room_id) is not None
+        if not is_direct and not bridged:
+            outcome, reason = "rejected_room", NOT_A_DM_REASON
+        elif not (await self._invites.check(inviter)).allowed:
+            outcome, reason = "rejected_limit", TOO_MANY_INVITES_REASON
+        else:
+            metrics.SECONDME_INVITES.labels("accepted").inc()
+            await self._retrying(lambda: self._accept_invite(room_id, inviter, since_ts))
+            return
+        metrics.SECONDME_INVITES.labels(outcome).inc()
+        log.info("Second Me rejects the invite to %s by %s (%s)", room_id, inviter, outcome)
+        await self._retrying(lambda: self._reject_invite(room_id, reason))
+
+    async def _reject_invite(self, room_id: str, reason: str) -> None:
+        """Leave the room we are invited to (that is how Matrix rejects an invite)."""
+        try:
+            await self._bridge.matrix.request(
+                "POST",
+                f"{CS}/rooms/{quote(room_id, safe='')}/leave",
+                user_id=self.user_id,
+                body={"reason": reason},
+            )
+        except MatrixError as exc:
+            if exc.status not in (403, 404):  # the invite was withdrawn meanwhile
+                raise
 
     async def _accept_invite(self, room_id: str, inviter: str, since_ts: int) -> None:
         await self._bridge.ensure_user(self.user_id, AGENT_DISPLAY_NAME)
@@ -199,6 +266,37 @@ class SecondMeBot:
         joined = data.get("joined")
         return list(joined) if isinstance(joined, dict) else []
 
+    async def room_context(self, claim: ReplyClaim, limit: int) -> list[HistoryItem]:
+        """The replies engine's RoomContext: the room's messages before the question.
+
+        Read as Second Me, so it sees what the room's members see, and no more.
+        """
+        if limit <= 0:
+            return []
+        event_id = claim.trigger_id.removeprefix("matrix:")
+        data = await self._bridge.matrix.request(
+            "GET",
+            f"{CS}/rooms/{quote(claim.room_id, safe='')}/context/{quote(event_id, safe='')}",
+            user_id=self.user_id,
+            # Synapse splits `limit` between before and after the event.
+            params={"limit": str(2 * limit), "filter": json.dumps({"types": [MESSAGE_TYPE]})},
+        )
+        before = data.get("events_before")
+        events = [e for e in before if isinstance(e, dict)] if isinstance(before, list) else []
+        items = []
+        for event in reversed(events[:limit]):  # newest first → oldest first
+            content = event.get("content")
+            sender = event.get("sender")
+            if not isinstance(content, dict) or not isinstance(sender, str):
+                continue
+            body = content.get("body")
+            if event.get("type") != MESSAGE_TYPE or not isinstance(body, str) or not body:
+                continue
+            item = shared_room_item(sender, body, own=sender == self.user_id)
+            if item is not None:
+                items.append(item)
+        return items
+
     async def send_dm(self, claim: ReplyClaim, text: str) -> str:
         """The replies engine's DmSender: post into the Matrix room as @secondme."""
         return await self._bridge.send_text(
@@ -214,29 +312,41 @@ class SecondMeBot:
     # --- life --------------------------------------------------------------------------
     def _background(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` in the background, again after a passing Synapse failure."""
+        self._spawn(self._retrying(work))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background (listeners must not wait on the network)."""
         if self._closed:
+            work.close()
             return
 
         async def guarded() -> None:
-            delay = RETRY_FIRST_SECONDS
-            for attempt in range(1, RETRY_ATTEMPTS + 1):
-                try:
-                    await work()
-                    return
-                except (MatrixUnavailable, MatrixError) as exc:
-                    transient = isinstance(exc, MatrixUnavailable) or exc.transient
-                    if not transient or attempt == RETRY_ATTEMPTS:
-                        log.warning("Second Me bot gave up: %s", exc)
-                        return
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay *= 2
-                except Exception:
-                    log.exception("Second Me bot task failed")
-                    return
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Second Me bot task failed")
 
         task = asyncio.ensure_future(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _retrying(work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work`, again after a passing Synapse failure (with backoff)."""
+        delay = RETRY_FIRST_SECONDS
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                await work()
+                return
+            except (MatrixUnavailable, MatrixError) as exc:
+                transient = isinstance(exc, MatrixUnavailable) or exc.transient
+                if not transient or attempt == RETRY_ATTEMPTS:
+                    log.warning("Second Me bot gave up: %s", exc)
+                    return
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay *= 2
 
     async def wait_idle(self) -> None:
         while self._tasks:
@@ -250,12 +360,19 @@ class SecondMeBot:
 
 
 async def attach_secondme_bot(
-    bridge: Bridge, replies: SecondMeReplies, rule: MentionRule, stack: AsyncExitStack
+    bridge: Bridge,
+    replies: SecondMeReplies,
+    rule: MentionRule,
+    stack: AsyncExitStack,
+    *,
+    db: asyncpg.Pool,
+    invites: SlidingWindowLimiter,
 ) -> SecondMeBot:
-    """Hook Second Me into the bridge's inbox and give the replies engine a DM sender."""
-    bot = SecondMeBot(bridge, replies, rule)
+    """Hook Second Me into the bridge's inbox; give the replies engine its Matrix side."""
+    bot = SecondMeBot(bridge, replies, rule, db=db, invites=invites)
     bridge.listeners.events.append(bot.on_event)
     bridge.listeners.messages.append(bot.on_message)
     replies.dm_sender = bot.send_dm
+    replies.matrix_context = bot.room_context
     stack.push_async_callback(bot.aclose)
     return bot

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import storage
 from bridge.ghosts import Ghosts
-from bridge.inbox import Inbox, InboxListeners
+from bridge.inbox import Inbox, InboxListeners, PowerLevels
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
 from bridge.outbox import OutboxSender
@@ -79,7 +79,12 @@ class Bridge:
             on_recovered=self.on_synapse_back,
         )
         self.inbox = Inbox(
-            rt.db, rt.messages, rt.hooks, self.names, max_chars=settings.city_message_max_chars
+            rt.db,
+            rt.messages,
+            rt.hooks,
+            self.names,
+            PowerLevels(matrix, self.names.bot),
+            max_chars=settings.city_message_max_chars,
         )
         self.presence = PresenceMirror(
             rt.db,
@@ -87,7 +92,12 @@ class Bridge:
             self.names,
             self.ghosts,
             refresh_seconds=settings.matrix_presence_refresh_seconds,
+            debounce_seconds=settings.matrix_presence_debounce_seconds,
+            # A live user heartbeats within the TTL: a longer difference is real.
+            reconcile_after_seconds=settings.presence_ttl_seconds,
+            city_statuses=self._city_statuses,
         )
+        matrix.on_acted_as = self.presence.after_ghost_action
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
 
@@ -128,6 +138,13 @@ class Bridge:
             content,
             as_user,
         )
+
+    async def _city_statuses(self, user_ids: list[str]) -> dict[str, str] | None:
+        """Each user's city presence; None while the presence service is not up."""
+        service = self._rt.extensions.get("presence")  # started after the bridge
+        if service is None:
+            return None
+        return {s.user_id: s.status for s in await service.statuses(user_ids)}
 
     # --- start-up ------------------------------------------------------------------
     async def connect(self) -> None:
@@ -219,9 +236,22 @@ class Bridge:
             self.outbox.nudge(message.room_id)
 
     async def on_room(self, room: Room) -> None:
+        """Create the Matrix room before `POST /city/rooms` answers 201 (bounded wait).
+
+        So `#city_{slug}:S` is joinable as soon as the client hears of the room; if
+        Synapse is slow the creation goes on in the background (and the sweep retries).
+        """
         if not self.synapse_ok:
             return  # connect() creates it once Synapse is there
-        self._side_task(self._create_room(room))
+        task = asyncio.create_task(self._create_room(room))
+        self._side_tasks.add(task)  # cancelled on shutdown; keeps going after a timeout
+        task.add_done_callback(self._side_tasks.discard)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(task), self.settings.matrix_request_timeout_seconds
+            )
+        except TimeoutError:
+            log.warning("the Matrix room of %s is still being created", room.id)
 
     async def _create_room(self, room: Room) -> None:
         try:

@@ -24,18 +24,44 @@ class OutboxRow:
     message: Message | None  # None when the message was deleted meanwhile
 
 
+# A room's outbox rows go in the order of their messages' room sequence (the order
+# of the city history), not of the outbox's own ids: concurrent posts can take their
+# outbox ids in the other order. A row whose message is gone sorts first (it is
+# dropped without a send).
+_HEAD_ORDER = "m.seq nulls first, o.id"
+
+
 async def due_rooms(db: Executor, limit: int) -> list[str]:
-    """Rooms whose oldest outbox row may be sent now, longest-waiting first."""
+    """Rooms whose head outbox row may be sent now, longest-waiting first."""
     rows = await db.fetch(
-        """select room_id from (
-               select distinct on (room_id) room_id, next_attempt_at
-               from matrix_outbox order by room_id, id
+        f"""select room_id from (
+               select distinct on (o.room_id) o.room_id, o.next_attempt_at
+               from matrix_outbox o
+               left join city_room_messages m on m.id = o.message_id
+               order by o.room_id, {_HEAD_ORDER}
            ) heads
            where next_attempt_at <= now()
            order by next_attempt_at limit $1""",
         limit,
     )
     return [r["room_id"] for r in rows]
+
+
+ROOM_SEQ_LOCK = "city_room_seq:"  # migrations/0004_room_order.sql
+
+
+async def wait_for_room_inserts(db: Executor, room_id: str) -> None:
+    """Return once every message of the room that already has a seq is committed.
+
+    Inserts hold this lock shared from before their seq is drawn until they commit
+    (the trigger of migrations/0004); taking it exclusively, outside any transaction,
+    waits for them and releases it at once. Run it before reading the room's head.
+    """
+    await db.execute(
+        "select pg_advisory_xact_lock(hashtextextended($1 || $2::text, 0))",
+        ROOM_SEQ_LOCK,
+        room_id,
+    )
 
 
 _MESSAGE_COLUMNS = (
@@ -45,10 +71,11 @@ _MESSAGE_COLUMNS = (
 
 
 async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
-    """Lock the room's oldest row (with its message), or None if another process holds it.
+    """Lock the room's head row (with its message), or None if another process holds it.
 
-    Only the head is ever a candidate: SKIP LOCKED on "the first unlocked row of the
-    room" would let a second process send message 2 while message 1 is in flight.
+    The head is the row of the room's lowest message seq. Only the head is ever a
+    candidate: SKIP LOCKED on "the first unlocked row of the room" would let a second
+    process send message 2 while message 1 is in flight.
     """
     row = await db.fetchrow(
         f"""select o.id as o_id, o.message_id, o.kind, o.author_name, o.attempts,
@@ -56,7 +83,11 @@ async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
                    {", ".join("m." + c for c in _MESSAGE_COLUMNS)}
             from matrix_outbox o
             left join city_room_messages m on m.id = o.message_id
-            where o.id = (select min(id) from matrix_outbox where room_id = $1)
+            where o.id = (
+                select o.id from matrix_outbox o
+                left join city_room_messages m on m.id = o.message_id
+                where o.room_id = $1
+                order by {_HEAD_ORDER} limit 1)
             for update of o skip locked""",
         room_id,
     )
@@ -279,6 +310,35 @@ async def presence_retry(
         presence,
         delay_seconds,
     )
+
+
+async def presence_target(db: Executor, matrix_user_id: str) -> str | None:
+    """The presence Matrix should show for a ghost (None: never set)."""
+    value = await db.fetchval(
+        "select presence from matrix_ghosts where matrix_user_id = $1", matrix_user_id
+    )
+    return None if value is None else str(value)
+
+
+async def correct_presence_target(
+    db: Executor, matrix_user_id: str, expected: str, presence: str, due_in_seconds: float
+) -> bool:
+    """Replace a delivered target `expected` by `presence` (reconciliation).
+
+    False when the row changed meanwhile (a fresh transition recorded its own target,
+    which is newer than the state the reconciliation read).
+    """
+    status: str = await db.execute(
+        """update matrix_ghosts
+           set presence = $3, presence_sent = false,
+               presence_due_at = now() + make_interval(secs => $4)
+           where matrix_user_id = $1 and presence = $2 and presence_sent""",
+        matrix_user_id,
+        expected,
+        presence,
+        due_in_seconds,
+    )
+    return status.endswith(" 1")
 
 
 async def claim_due_presence(

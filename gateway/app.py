@@ -13,9 +13,11 @@ from gateway.api import feed, health, presence, rooms, secondme, stats, ws_prese
 from gateway.api.fastpath import FastPaths
 from gateway.api.presence import HEARTBEAT_ROUTE
 from gateway.api.rooms import POST_MESSAGE_ROUTE
+from gateway.api.webapp import mount_webapp
 from gateway.errors import install_error_handlers
 from gateway.jsonio import JSONResponse
 from gateway.limits import BodySizeLimit
+from gateway.logs import install_log_hygiene
 from gateway.metrics import MetricsMiddleware
 from gateway.runtime import open_runtime
 from gateway.settings import Settings
@@ -38,6 +40,10 @@ APPSERVICE_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # No token or control character from a request reaches a log line, whoever set
+    # up logging (`city-gateway serve`, tests, an embedding server).
+    install_log_hygiene()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
@@ -59,17 +65,21 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    mount_webapp(app)  # the City web app at /app/, when web/app/dist is built
     # Our own limiter rather than FastAPI's max_body_size: Starlette answers a
     # declared oversized body with a plain-text 413, and every error here is JSON.
+    hs_token = settings.matrix_hs_token if settings.matrix_enabled else None
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.city_max_request_bytes,
         # A Synapse transaction holds up to 100 events of up to 64 KiB; refusing one
-        # would make Synapse retry it forever and stall Matrix → city traffic.
+        # would make Synapse retry it forever and stall Matrix → city traffic. Only
+        # Synapse gets that much: the hs_token is checked before the body is read.
         path_limits={
             "/_matrix/app/": APPSERVICE_MAX_REQUEST_BYTES,
             "/transactions/": APPSERVICE_MAX_REQUEST_BYTES,
         },
+        path_token=hs_token.get_secret_value() if hs_token is not None else None,
     )
     # The two busiest POSTs (the presence heartbeat and posting a message) skip the
     # rest of the stack (gateway/api/fastpath.py says why); they enforce the body

@@ -22,6 +22,8 @@ class Principal:
     user_id: str | None
     name: str | None = None
     is_service: bool = False
+    # The token's `exp` (epoch seconds); sockets close with 4401 then (SPEC §12).
+    expires_at: float | None = None
 
     def require_user(self) -> str:
         if self.user_id is None:
@@ -66,19 +68,28 @@ def decode_user_token(secret: str, token: str) -> Principal:
 
 def _verify(secret: str, token: str) -> tuple[Principal, float]:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+        # `exp` is required: a token without one would be valid forever (SPEC §12).
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+        )
     except jwt.ExpiredSignatureError:
         raise unauthorized("token expired") from None
+    except jwt.MissingRequiredClaimError as exc:
+        if exc.claim == "exp":
+            raise unauthorized("token has no expiry (exp claim); mint one that expires") from None
+        raise unauthorized("invalid token") from None
     except jwt.PyJWTError:
         raise unauthorized("invalid token") from None
     sub = claims.get("sub")
     if not isinstance(sub, str) or not USER_ID_RE.match(sub):
         raise unauthorized("token subject is not a city user id")
     name = claims.get("name")
-    exp = claims.get("exp")
-    expires = float(exp) if isinstance(exp, int | float) else float("inf")
+    # Numeric by now (PyJWT checked it); the cache entry dies with the token.
+    expires = float(claims["exp"])
     principal = Principal(
-        user_id=sub, name=name if isinstance(name, str) and name.strip() else None
+        user_id=sub,
+        name=name if isinstance(name, str) and name.strip() else None,
+        expires_at=expires,
     )
     return principal, expires
 

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
 
+from gateway.errors import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
+
+# A new connection that takes longer than this is treated as an outage (asyncpg's
+# default is 60 s, long enough for every request to pile up behind it).
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+# What opening a connection raises when the server cannot be reached: refused or
+# reset sockets, DNS failures, timeouts, and a server that is starting up or
+# shutting down. (A wrong password or database name is a configuration error and
+# stays what it is.)
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -36,6 +58,22 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect for the pool, with outages raised as `DatabaseUnavailable`.
+
+    The pool opens connections lazily inside `acquire()`, so during an outage the
+    failure surfaces in whatever request needed a connection; one exception type
+    lets gateway/errors.py answer 503 `database_unavailable` precisely, without
+    treating every OSError anywhere as a database problem.
+    """
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except asyncio.CancelledError:
+        raise
+    except _CONNECT_FAILURES as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
 async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
     await ensure_database(database_url)
     pool = await asyncpg.create_pool(
@@ -44,6 +82,8 @@ async def create_pool(database_url: str, size: int) -> asyncpg.Pool:
         max_size=size,
         init=_init_connection,
         connection_class=PooledConnection,
+        connect=_connect,
+        timeout=CONNECT_TIMEOUT_SECONDS,
     )
     assert pool is not None
     return pool

@@ -76,6 +76,10 @@ PRESENCE_TRANSITIONS = Counter(
 MESSAGES_POSTED = Counter(
     "city_messages_posted", "Room messages stored by this process", ["source"]
 )
+# Per-user limits of SPEC §12 (gateway/ratelimit.py and the socket cap), by limit name.
+RATE_LIMITED = Counter(
+    "city_rate_limited", "Calls, frames and sockets refused by a per-user limit", ["limit"]
+)
 
 # --- Matrix bridge -----------------------------------------------------------------
 MATRIX_SEND_SECONDS = Histogram(
@@ -86,6 +90,25 @@ MATRIX_SEND_SECONDS = Histogram(
 MATRIX_SEND_FAILURES = Counter(
     "city_matrix_send_failures",
     "Sends to Synapse that failed, by exception type",
+    ["reason"],
+)
+MATRIX_PRESENCE_SENT = Counter(
+    "city_matrix_presence_sent",
+    "Ghost presence PUTs sent to Synapse, by why: change (a city transition), refresh,"
+    " reassert (after the bridge acted as an away ghost), reconcile (Matrix differed"
+    " from the city, e.g. after Redis lost its data)",
+    ["reason"],
+)
+MATRIX_PRESENCE_DEBOUNCED = Counter(
+    "city_matrix_presence_debounced",
+    "Ghost presence updates never sent because a newer one replaced them in the window",
+)
+# Matrix events the inbox refused to apply (SPEC §12): a redaction from someone who is
+# neither the author nor allowed to redact, an edit by someone else, either aimed at a
+# message of another room.
+MATRIX_EVENTS_IGNORED = Counter(
+    "city_matrix_events_ignored",
+    "Matrix redactions and edits not applied to the city, by reason",
     ["reason"],
 )
 # Computed on scrape from PostgreSQL (cluster-wide values, same on every process).
@@ -110,6 +133,18 @@ AGENTS_CORE_FAILURES = Counter(
     "city_agents_core_failures",
     "Agents Core invocations that failed, by exception type",
     ["reason"],
+)
+SECONDME_RATE_LIMITED = Counter(
+    "city_secondme_rate_limited",
+    "Second Me questions in rooms/DMs refused by the per-user rate limit, by what the"
+    " room got: 'notice' (the user's one notice in the window) or 'silent'",
+    ["outcome"],
+)
+SECONDME_INVITES = Counter(
+    "city_secondme_invites",
+    "Invites to @secondme, by outcome: accepted, rejected_room (not a DM or bridged"
+    " room), rejected_limit (over the inviter's hourly cap)",
+    ["outcome"],
 )
 
 # --- NATS bus (gateway/nats_bus.py) ------------------------------------------------
@@ -166,6 +201,20 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(8)
 
 
+# Methods outside this set are labelled "OTHER": a client picks the method, and a
+# label must not take arbitrary values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Not an HTTP status: nginx's "client closed the request" (the client went away
+# before the answer), kept out of the 5xx that alerts watch.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _logged_path(scope: Scope) -> str:
+    """The path as the client sent it (percent-encoded, never the query string)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if isinstance(raw, bytes) else str(scope["path"])
+
+
 class MetricsMiddleware:
     """Request id, metrics and the access log for every HTTP request and WebSocket.
 
@@ -173,6 +222,12 @@ class MetricsMiddleware:
     status and adds `X-Request-ID` to the response headers. The request id (from the
     client's `X-Request-ID` when sane, else generated) is put in a contextvar that
     the logging filter copies into every record logged while handling the request.
+
+    A request whose client went away before it was answered is recorded as 499, not
+    as the 500 (or whatever the app tried to send into the closed connection). An
+    exception that reaches here after the response was completely sent (Starlette
+    re-raises after rendering a 500, already logged by gateway/errors.py) stops here:
+    passed on, it would make uvicorn drop the keep-alive connection for no reason.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -194,27 +249,46 @@ class MetricsMiddleware:
         header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500
         started = time.perf_counter()
+        disconnected = responded = complete = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not responded:
+                disconnected = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded, complete
             if message["type"] == "http.response.start":
-                status = message["status"]
+                responded = True
+                status = CLIENT_CLOSED_REQUEST if disconnected else message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if not complete:
+                raise  # a half-sent response: only closing the connection ends it
+            log.debug("exception after a complete response (logged where raised)")
         finally:
+            if disconnected and not responded:
+                status = CLIENT_CLOSED_REQUEST
             elapsed = time.perf_counter() - started
             method = scope["method"]
+            label = method if method in _METHODS else "OTHER"
             route = _route_label(scope)
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(elapsed)
+            HTTP_REQUESTS.labels(label, route, str(status)).inc()
+            HTTP_DURATION.labels(label, route).observe(elapsed)
             if scope["path"] not in _QUIET_PATHS and access_log.isEnabledFor(logging.INFO):
+                # LogHygiene (gateway/logs.py) escapes control characters in the line.
                 access_log.info(
                     "%s %s %d %.1fms",
                     method,
-                    scope["path"],
+                    _logged_path(scope),
                     status,
                     elapsed * 1000,
                     extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},

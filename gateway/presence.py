@@ -11,6 +11,11 @@ Nothing in Redis expires "by itself" in a way we rely on: keyspace notifications
 lossy, so a deadline ZSET records when each user's state may next change (a device
 expiry, or the end of an offline grace) and any process may :meth:`sweep` it. Time is
 always Redis's ``TIME``; gateway clocks never enter a decision.
+
+A heartbeat costs the same whatever the number of devices or users (SPEC §12): the
+script keeps a count of the user's online devices instead of walking them, and the
+per-user device cap and per-device heartbeat budget are checked in that same call
+(a refused call raises :class:`PresenceRefused` and changes nothing).
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ _AWAY_STATUSES = frozenset({"away", "unavailable"})
 _CLAIM_LEASE_MS = 2_000
 
 TransitionSink = Callable[[list["PresenceTransition"]], Awaitable[None]]
+
+
+class PresenceRefused(Exception):
+    """A heartbeat over a limit: ``too_many_devices`` or ``rate_limited``."""
+
+    def __init__(self, code: str, retry_after_ms: int) -> None:
+        super().__init__(f"presence heartbeat refused: {code}")
+        self.code = code
+        self.retry_after_ms = retry_after_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +101,42 @@ class PresenceEngine:
         away_after_seconds: float,
         offline_grace_seconds: float,
         retention_seconds: float = 86_400,
+        max_devices: int | None = None,
+        heartbeats_per_second: float | None = None,
+        heartbeat_burst: int = 1,
     ) -> None:
+        """``max_devices`` caps a user's live devices; ``heartbeats_per_second`` with
+        ``heartbeat_burst`` is each device's heartbeat budget. None: no limit."""
         if ttl_seconds <= 0 or away_after_seconds <= 0:
             raise ValueError("ttl_seconds and away_after_seconds must be positive")
         if offline_grace_seconds < 0 or retention_seconds < 0:
             raise ValueError("offline_grace_seconds and retention_seconds must be >= 0")
+        if max_devices is not None and max_devices < 1:
+            raise ValueError("max_devices must be >= 1 (or None)")
+        if heartbeats_per_second is not None and heartbeats_per_second <= 0:
+            raise ValueError("heartbeats_per_second must be positive (or None)")
+        if heartbeat_burst < 1:
+            raise ValueError("heartbeat_burst must be >= 1")
         self._redis = redis
         self._ttl_ms = _ms(ttl_seconds)
         self._away_after_ms = _ms(away_after_seconds)
         self._grace_ms = _ms(offline_grace_seconds)
         # How long an offline user's last activity is remembered for get_statuses.
         self._retention_ms = _ms(retention_seconds)
+        self._max_devices = max_devices or 0  # 0: no cap (the script's convention)
+        # GCRA: one heartbeat per interval, and burst-1 intervals of credit.
+        self._beat_interval_ms = 0.0
+        self._beat_tolerance_ms = 0.0
+        if heartbeats_per_second is not None:
+            self._beat_interval_ms = 1000 / heartbeats_per_second
+            self._beat_tolerance_ms = self._beat_interval_ms * (heartbeat_burst - 1)
         # User ids only ever end a key, so no id (colons, braces, unicode) can make
         # two users share a key or escape the prefix.
         base = f"{prefix}presence:"
         self._spec_base = f"{base}user:"
         self._devices_base = f"{base}devices:"
         self._state_base = f"{base}state:"
+        self._rate_base = f"{base}rate:"
         self._deadlines = f"{base}deadlines"
         self._online = f"{base}online"
         self._script = redis.register_script(_script_source())
@@ -116,6 +149,9 @@ class PresenceEngine:
             ttl_seconds=settings.presence_ttl_seconds,
             away_after_seconds=settings.presence_away_after_seconds,
             offline_grace_seconds=settings.presence_offline_grace_seconds,
+            max_devices=settings.limit_presence_devices,
+            heartbeats_per_second=settings.limit_heartbeats_per_second,
+            heartbeat_burst=settings.limit_heartbeats_burst,
         )
 
     def spec_key(self, user_id: str) -> str:
@@ -130,6 +166,17 @@ class PresenceEngine:
             self._deadlines,
             self._online,
         ]
+
+    def _device_keys(self, user_id: str, device: str) -> list[str]:
+        keys = self._keys(user_id)
+        if self._beat_interval_ms:
+            # The user id's length makes (user, device) -> key one-to-one.
+            keys.append(f"{self._rate_base}{len(user_id)}:{user_id}{device}")
+        return keys
+
+    @property
+    def ttl_ms(self) -> int:
+        return self._ttl_ms
 
     @property
     def script_sha(self) -> str:
@@ -158,28 +205,51 @@ class PresenceEngine:
         else:
             raise ValueError(f"heartbeat status must be online or away, not {status!r}")
         lag = -1 if last_active_ago is None else max(0, int(last_active_ago))
+        device = DEFAULT_DEVICE if device_id is None else device_id
         args: list[Any] = [
             "beat",
             user_id,
             self._retention_ms,
-            DEFAULT_DEVICE if device_id is None else device_id,
+            device,
             away,
             lag,
             self._ttl_ms,
             self._away_after_ms,
+            self._max_devices,
+            self._beat_interval_ms,
+            self._beat_tolerance_ms,
         ]
-        return self._keys(user_id), args
+        return self._device_keys(user_id, device), args
 
     def device_offline_call(
         self, user_id: str, device_id: str | None
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the script for :meth:`device_offline`."""
+        device = DEFAULT_DEVICE if device_id is None else device_id
         args: list[Any] = [
             "gone",
             user_id,
             self._retention_ms,
-            DEFAULT_DEVICE if device_id is None else device_id,
+            device,
             self._grace_ms,
+            self._beat_interval_ms,
+            self._beat_tolerance_ms,
+        ]
+        return self._device_keys(user_id, device), args
+
+    def seed_call(
+        self, user_id: str, status: Status, last_active_ago: int, window_ms: int
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`seed`."""
+        if status == "offline":
+            raise ValueError("only an online or away user is re-declared")
+        args: list[Any] = [
+            "seed",
+            user_id,
+            self._retention_ms,
+            status,
+            max(0, int(last_active_ago)),
+            max(1, int(window_ms)),
         ]
         return self._keys(user_id), args
 
@@ -209,6 +279,31 @@ class PresenceEngine:
         """
         keys, args = self.device_offline_call(user_id, device_id)
         return outcome(user_id, await self._script(keys=keys, args=args))
+
+    async def seed(
+        self, user_id: str, status: Status, last_active_ago: int, window_ms: int | None = None
+    ) -> PresenceState:
+        """After Redis lost its data: re-declare a user last seen online/away.
+
+        Only if Redis knows nothing about the user (a heartbeat since, or another
+        process's seed, wins). The user keeps ``status`` for ``window_ms`` (default: the
+        device TTL, so every tab still open has beaten by then) and then goes offline
+        through :meth:`sweep`, which hands the transition to exactly one caller; a
+        heartbeat inside the window cancels it, like a reconnect inside the grace.
+        """
+        window = self._ttl_ms if window_ms is None else window_ms
+        keys, args = self.seed_call(user_id, status, last_active_ago, window)
+        state, _ = outcome(user_id, await self._script(keys=keys, args=args))
+        return state
+
+    async def online_users(self, limit: int) -> list[str]:
+        """Up to ``limit`` users online or away (SSCAN: for rare catch-ups, not hot paths)."""
+        users: list[str] = []
+        async for user_id in self._redis.sscan_iter(self._online, count=1000):
+            users.append(user_id)
+            if len(users) >= limit:
+                break
+        return users
 
     async def sweep(self, limit: int = 500) -> list[PresenceTransition]:
         """Settle users whose deadline passed; each transition goes to one caller only.
@@ -308,7 +403,12 @@ class PresenceEngine:
 
 
 def outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
-    """The user's state and transition (if any) from a per-user script reply."""
+    """The user's state and transition (if any) from a per-user script reply.
+
+    Raises :class:`PresenceRefused` for a heartbeat the script refused.
+    """
+    if len(reply) == 2:
+        raise PresenceRefused(str(reply[0]), int(reply[1]))
     previous, status, ago = _status(reply[0]), _status(reply[1]), int(reply[2])
     transition = None
     if previous != status:

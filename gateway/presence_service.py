@@ -20,6 +20,16 @@ reads and the sweeper use a redis-py client that fails fast (one reconnect attem
 short timeouts). While Redis is down presence calls answer 503
 `presence_unavailable` at once instead of sitting in a retry back-off, and the
 sweeper and the subscription retry in the background until Redis is back.
+
+Redis losing its data (a restart without persistence, a failover to an empty
+replica) must not leave anyone stuck: each process remembers, bounded, whom it last
+heard was online or away (`KnownUsers`, fed by the channel). A reconciler notices
+the loss (an epoch key that vanished or changed) and re-declares those users
+through the engine's `seed` (one process wins per user; a user whose tabs are still
+open beats again within the TTL and nothing is announced, the others go offline
+through the sweeper, announced once). After the subscription comes back (updates
+published meanwhile were lost), each process re-reads the states its sockets may
+have missed and sends them the differences.
 """
 
 from __future__ import annotations
@@ -27,12 +37,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import secrets
+import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -43,7 +58,15 @@ from gateway.errors import AppError
 from gateway.fanout import CLOSE_TOO_SLOW, ClientSocket, outgoing
 from gateway.hooks import CityHooks
 from gateway.jsonio import dumps
-from gateway.presence import PresenceEngine, PresenceState, PresenceTransition, outcome
+from gateway.metrics import RATE_LIMITED
+from gateway.presence import (
+    PresenceEngine,
+    PresenceRefused,
+    PresenceState,
+    PresenceTransition,
+    Status,
+    outcome,
+)
 from gateway.redis_pipe import RedisPipe
 
 if TYPE_CHECKING:
@@ -61,11 +84,33 @@ _DRAIN_SECONDS = 3.0
 _ROOM_LOOKUPS_AT_ONCE = 50
 # Transitions announced per round (one pipelined burst of PUBLISHes).
 _ANNOUNCE_BATCH = 500
+# Users a process remembers as online/away, for re-declaring them after Redis lost
+# its data (~150 bytes each); past it the oldest news is forgotten.
+MAX_KNOWN_USERS = 100_000
+# Users re-declared or re-read per round trip during a catch-up.
+_CATCH_UP_BATCH = 500
+_LIVE: dict[str, Status] = {"online": "online", "away": "away"}
+_REFUSED_LABELS = {"too_many_devices": "presence_devices", "rate_limited": "heartbeats"}
+_REFUSED_MESSAGES = {
+    "too_many_devices": "this user has too many live presence devices",
+    "rate_limited": "too many heartbeats from this device",
+}
 
 
 def presence_unavailable() -> AppError:
     return AppError(
         503, "presence_unavailable", "presence is unavailable (Redis cannot be reached)"
+    )
+
+
+def refused(exc: PresenceRefused) -> AppError:
+    """429 for a heartbeat over a limit (SPEC §12), with Retry-After in seconds."""
+    RATE_LIMITED.labels(_REFUSED_LABELS.get(exc.code, exc.code)).inc()
+    return AppError(
+        429,
+        exc.code,
+        _REFUSED_MESSAGES.get(exc.code, "presence heartbeat refused"),
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_ms / 1000)))},
     )
 
 
@@ -120,6 +165,57 @@ class PresenceSockets:
         return sockets
 
 
+@dataclass(slots=True)
+class _Known:
+    status: Status
+    last_active_ago: int  # ms, as of `at`
+    at: float  # time.monotonic() when heard
+    seq: int  # KnownUsers.seq when heard
+
+
+class KnownUsers:
+    """Whom this process last heard was online or away (bounded, oldest news dropped).
+
+    Fed by every `presence.update` from the channel (all processes' transitions) and
+    by this process's own announcements (in case their PUBLISH failed).
+    """
+
+    def __init__(self, limit: int = MAX_KNOWN_USERS) -> None:
+        self._limit = limit
+        self._users: dict[str, _Known] = {}
+        self.seq = 0  # bumped on every note: tells a catch-up what it raced with
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def get(self, user_id: str) -> _Known | None:
+        return self._users.get(user_id)
+
+    def note(self, user_id: str, status: str, last_active_ago: int) -> None:
+        self.seq += 1
+        users = self._users
+        users.pop(user_id, None)  # re-inserted last: dict order is news order
+        if status in _LIVE:
+            if len(users) >= self._limit:
+                del users[next(iter(users))]
+            users[user_id] = _Known(_LIVE[status], last_active_ago, time.monotonic(), self.seq)
+
+    def note_frame(self, payload: str) -> None:
+        try:
+            frame = orjson.loads(payload)
+            self.note(frame["user_id"], frame["status"], int(frame["last_active_ago"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("unreadable presence update on the channel")
+
+    def snapshot(self) -> list[tuple[str, Status, int]]:
+        """(user, status, last_active_ago now) of everyone remembered."""
+        now = time.monotonic()
+        return [
+            (user_id, k.status, k.last_active_ago + round((now - k.at) * 1000))
+            for user_id, k in self._users.items()
+        ]
+
+
 class PresenceChannel:
     """This process's subscription to `{prefix}presence`, re-established forever.
 
@@ -137,10 +233,13 @@ class PresenceChannel:
         on_message: Callable[[str], None],
         *,
         ping_seconds: float = 5.0,
+        on_subscribed: Callable[[int], None] | None = None,
     ) -> None:
         self._url = redis_url
         self.channel = channel
         self._on_message = on_message
+        # Called with `generation` each time Redis confirms the subscription.
+        self._on_subscribed = on_subscribed
         self._ping_seconds = ping_seconds
         self.confirmed = asyncio.Event()
         self.generation = 0  # successful subscriptions so far (1 = first, 2+ = recovered)
@@ -200,6 +299,8 @@ class PresenceChannel:
                 self.confirmed.set()
                 if self.generation > 1:
                     log.info("presence subscription restored")
+                if self._on_subscribed is not None:
+                    self._on_subscribed(self.generation)
 
 
 class PresenceService:
@@ -230,6 +331,19 @@ class PresenceService:
         # Transitions handed to the hooks by this process (metrics count them by hook).
         self.announced = 0
         self.publish_failures = 0
+        # Redis-loss convergence (see the module docstring).
+        self.known = KnownUsers()
+        self.epoch_key = f"{channel}:epoch"
+        self._epoch: str | None = None
+        self._recheck = asyncio.Event()
+        self._resubscribed = False
+        self._synced = False  # the start-up snapshot of who is online was taken
+        self.losses_seen = 0  # Redis data losses this process detected
+        self.catch_ups = 0  # catch-ups that ran (startup snapshot included)
+        # Called after this process re-declared users following a Redis data loss
+        # (e.g. for the Matrix bridge to compare what it told Synapse with
+        # `statuses()`); a failing listener is logged.
+        self.loss_listeners: list[Callable[[], Awaitable[None]]] = []
 
     # --- the rules' entry points (each raises 503 presence_unavailable) -----------------
 
@@ -272,7 +386,10 @@ class PresenceService:
                     reply = await pipe.evalsha(engine.script_sha, engine.script_source, keys, args)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from None
-        state, transition = outcome(user_id, reply)
+        try:
+            state, transition = outcome(user_id, reply)
+        except PresenceRefused as exc:
+            raise refused(exc) from None
         if transition is not None:
             self.announce([transition])
         return state
@@ -358,6 +475,7 @@ class PresenceService:
             await self._room_presence(self._rooms, batch)
         # 3. The bridge and other listeners, in order, exactly once cluster-wide.
         for t in batch:
+            self.known.note(t.user_id, t.status, t.last_active_ago)
             await self._hooks.emit_presence(t.user_id, t.previous, t.status, t.last_active_ago)
             self.announced += 1
 
@@ -381,6 +499,121 @@ class PresenceService:
 
     def on_channel_message(self, payload: str) -> None:
         self.sockets.deliver(payload)
+        self.known.note_frame(payload)
+
+    # --- converging after Redis lost data or updates --------------------------------------
+
+    def on_subscribed(self, generation: int) -> None:
+        """The channel's callback: after a re-subscription, catch the sockets up."""
+        if generation > 1:
+            self._resubscribed = True
+            self._recheck.set()
+
+    async def run_reconciler(self, interval_seconds: float) -> None:
+        """Watch for Redis data loss and re-subscriptions; converge after either."""
+        failing = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), interval_seconds)
+            self._recheck.clear()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    log.warning("presence reconciliation failed: %r; retrying", exc)
+                failing = True
+            else:
+                failing = False
+
+    async def reconcile(self) -> None:
+        """One round: detect a data loss (re-declare known users), then catch up."""
+        lost = await self._check_epoch()
+        resubscribed, self._resubscribed = self._resubscribed, False
+        try:
+            if lost:
+                self.losses_seen += 1
+                log.warning(
+                    "Redis lost the presence state; re-declaring %d known users", len(self.known)
+                )
+                await self._reseed()
+                for listener in list(self.loss_listeners):
+                    try:
+                        await listener()
+                    except Exception:
+                        log.exception("presence loss listener %r failed", listener)
+            if not self._synced:
+                # First contact with Redis: learn who is online (to re-declare them
+                # should Redis lose its data later); the sockets are new, tell them nothing.
+                await self.catch_up(deliver=False)
+                self._synced = True
+            elif lost or resubscribed:
+                await self.catch_up(deliver=True)
+        except BaseException:
+            self._resubscribed = self._resubscribed or resubscribed  # try again
+            raise
+
+    async def _check_epoch(self) -> bool:
+        """True if Redis lost its data since the last check (the epoch key changed).
+
+        `SET NX GET` in one step: the first process after a loss writes a new epoch,
+        every other process reads it, and each sees it differs from the one it knew.
+        """
+        candidate = secrets.token_hex(8)
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            found = await self._pipe.call("SET", self.epoch_key, candidate, "NX", "GET")
+        epoch = candidate if found is None else str(found)
+        lost = self._epoch is not None and epoch != self._epoch
+        self._epoch = epoch
+        return lost
+
+    async def _reseed(self) -> None:
+        engine = self.engine
+        known = self.known.snapshot()
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            await self._pipe.call("SCRIPT", "LOAD", engine.script_source)
+        for start in range(0, len(known), _CATCH_UP_BATCH):
+            calls = []
+            for user_id, status, ago in known[start : start + _CATCH_UP_BATCH]:
+                keys, args = engine.seed_call(user_id, status, ago, engine.ttl_ms)
+                calls.append(("EVALSHA", engine.script_sha, len(keys), *keys, *args))
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                replies = await self._pipe.call_many(calls)
+            for (user_id, *_), reply in zip(known[start:], replies, strict=False):
+                _, transition = outcome(user_id, reply)
+                if transition is not None:  # not expected; announced if it happens
+                    self.announce([transition])
+
+    async def catch_up(self, *, deliver: bool) -> None:
+        """Compare what this process knows with Redis; tell the sockets what changed.
+
+        Covers the users remembered and everyone online now, so a transition whose
+        `presence.update` this process missed (published while it was not
+        subscribed) reaches its sockets. An update that arrives from the channel
+        during the catch-up is newer than what was read here, and wins.
+        """
+        started = self.known.seq
+        users = dict.fromkeys(user_id for user_id, _, _ in self.known.snapshot())
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS * 5):
+            for user_id in await self.engine.online_users(MAX_KNOWN_USERS):
+                users[user_id] = None
+        ordered = list(users)
+        for start in range(0, len(ordered), _CATCH_UP_BATCH):
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                states = await self.engine.get_statuses(ordered[start : start + _CATCH_UP_BATCH])
+            for state in states:
+                known = self.known.get(state.user_id)
+                if known is not None and known.seq > started:
+                    continue  # the channel told us something newer meanwhile
+                if state.status == (known.status if known else "offline"):
+                    continue
+                self.known.note(state.user_id, state.status, state.last_active_ago)
+                if deliver:
+                    self.sockets.deliver(
+                        update_frame(state.user_id, state.status, state.last_active_ago)
+                    )
+        self.catch_ups += 1
 
 
 def _unavailable(exc: BaseException) -> AppError:
@@ -441,7 +674,12 @@ async def start_presence(rt: Runtime, stack: AsyncExitStack) -> None:
     )
     loop = asyncio.get_running_loop()
 
-    subscription = PresenceChannel(settings.redis_url, service.channel, service.on_channel_message)
+    subscription = PresenceChannel(
+        settings.redis_url,
+        service.channel,
+        service.on_channel_message,
+        on_subscribed=service.on_subscribed,
+    )
     listener = loop.create_task(subscription.run(), name="presence.subscription")
     stack.push_async_callback(_cancel, listener)
 
@@ -476,6 +714,19 @@ async def start_presence(rt: Runtime, stack: AsyncExitStack) -> None:
         await asyncio.wait_for(subscription.confirmed.wait(), 2.0)
     except TimeoutError:
         log.warning("presence channel not subscribed yet (Redis unavailable); retrying")
+    else:
+        # The epoch later checks compare with, and who is online now. If this fails
+        # (or Redis is down), the reconciler does it as soon as Redis answers.
+        try:
+            await service.reconcile()
+        except Exception as exc:
+            log.warning("presence start-up snapshot failed: %r", exc)
+
+    reconciler = loop.create_task(
+        service.run_reconciler(settings.presence_sweep_interval_seconds),
+        name="presence.reconciler",
+    )
+    stack.push_async_callback(_cancel, reconciler)
 
     async def presence_ready() -> None:
         if not subscription.confirmed.is_set():

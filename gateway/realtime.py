@@ -14,6 +14,10 @@ Room events (docs/realtime-rooms.md):
 * `room.leave` likewise when the user's last connection leaves (or their process
   dies and its lease is reaped); an explicit `room.leave` frame is acknowledged to
   the leaving socket.
+
+Every socket, room or presence, is admitted with `admit_socket`: it counts against
+the user's `LIMIT_WEBSOCKETS_PER_USER` on all processes (close 4429 above it) and is
+closed with 4401 when its token expires.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ import logging
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from gateway import wsproto
 from gateway.errors import AppError
 from gateway.fanout import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, ClientSocket, RoomFanout, outgoing
 from gateway.messages import Author, MessageService
+from gateway.metrics import RATE_LIMITED
 from gateway.models import Message
 from gateway.room_members import RoomMembers
 from gateway.wsproto import FrameError
@@ -196,6 +204,63 @@ class Realtime:
         return self.members
 
 
+CloseFn = Callable[[int, str], Awaitable[None]]
+
+
+class SocketSlot:
+    """One admitted socket: counted in the user's cap, closed when its token expires."""
+
+    def __init__(
+        self, members: RoomMembers | None, socket_id: str | None, expires_at: float | None
+    ) -> None:
+        self._members = members
+        self._socket_id = socket_id
+        self._expires_at = expires_at
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, sock: ClientSocket) -> None:
+        """Close `sock` with 4401 at the token's `exp` (SPEC §12).
+
+        Closing through the socket's writer marks it closing at once, so frames that
+        still arrive are ignored; the route's clean-up then runs as for any close.
+        """
+        if self._expires_at is None:
+            return
+        delay = max(0.0, self._expires_at - time.time())
+        self._timer = asyncio.get_running_loop().call_later(
+            delay, sock.close, wsproto.CLOSE_BAD_TOKEN, "token expired"
+        )
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._members is not None and self._socket_id is not None:
+            self._members.close_socket(self._socket_id)
+            self._socket_id = None
+
+
+async def admit_socket(
+    rt: Runtime, user_id: str, expires_at: float | None, close: CloseFn
+) -> SocketSlot | None:
+    """Admit an accepted socket, or close it with 4429 when the user has too many.
+
+    Room and presence sockets count together, across processes (Redis; see
+    gateway.room_members). The caller must `release()` the slot when the socket ends.
+    """
+    hub: Realtime | None = rt.extensions.get(EXTENSION)
+    members = hub.members if hub is not None else None
+    if members is None:
+        return SocketSlot(None, None, expires_at)
+    limit = rt.settings.limit_websockets_per_user
+    socket_id = await members.open_socket(user_id, limit)
+    if socket_id is None:
+        RATE_LIMITED.labels("websockets").inc()
+        await close(wsproto.CLOSE_TOO_MANY_SOCKETS, f"at most {limit} open sockets per user")
+        return None
+    return SocketSlot(members, socket_id, expires_at)
+
+
 async def start_realtime(rt: Runtime, stack: AsyncExitStack) -> None:
     settings = rt.settings
     process_id = secrets.token_hex(8)
@@ -203,7 +268,7 @@ async def start_realtime(rt: Runtime, stack: AsyncExitStack) -> None:
     async def room_exists(room_id: str) -> bool:
         try:
             await rt.rooms.get(room_id)
-        except AppError:
+        except (AppError, asyncpg.DataError):  # DataError: an id PostgreSQL cannot hold
             return False
         return True
 

@@ -6,6 +6,8 @@ Redis layout (every key under `settings.city_redis_prefix`):
     city:ws:proc:{pid}     SET   "room_id|user_id" held by that process
     city:ws:room:{room}    HASH  user_id -> number of processes holding the user there
     city:ws:user:{user}    HASH  room_id -> the same number, indexed by user
+    city:ws:sockets:{user} ZSET  "pid|socket id" of every open socket of the user
+                                 (room and presence), for the per-user socket cap
 
 `members_online(room)` is `HLEN city:ws:room:{room}`: O(1) per room, one script
 call for a whole page of rooms, independent of how many users are online.
@@ -13,11 +15,18 @@ call for a whole page of rooms, independent of how many users are online.
 A process records a (room, user) pair when the user's first local socket joins
 the room and removes it when the last one leaves; every change goes through one
 ordered, pipelined queue so that Redis sees them in the order they happened.
-Each process renews its lease every `lease/3` seconds. Any process reaps a
-process whose lease expired: one atomic script pops its pairs and decrements the
-counts, so a crashed process's users vanish within `lease * 4/3` seconds and
-are reaped exactly once. A process that finds its own lease lost (Redis
-restarted, or it was paused longer than the lease) writes its pairs again.
+`WS_MEMBER_LEASE_SECONDS` (L) is a promise: a crashed process's users vanish
+within L. So the lease written to Redis is 2/3 L and every process ticks every
+L/12, renewing its own lease and reaping any process whose lease expired: a
+process that dies right after renewing expires 2/3 L later and is reaped at most
+L/12 after that (3/4 L in all; the rest is slack for a slow tick). A live process
+misses 8 renewals before it loses its lease. Reaping is one atomic script that
+pops the dead process's pairs and decrements the counts, so each pair is reaped
+exactly once. A process that finds its own lease lost (Redis restarted, or it
+was paused longer than the lease) writes its pairs and sockets again.
+
+Sockets per user need no lease of their own: an entry belongs to a process, and
+counting a user's sockets drops the entries of processes whose lease expired.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +48,13 @@ log = logging.getLogger(__name__)
 
 SEP = "|"  # neither room ids nor user ids contain it
 _BATCH = 500
+# Share of WS_MEMBER_LEASE_SECONDS written as the lease, and ticks (renew + reap) per
+# setting: a dead process is gone after lease + one tick = 3/4 of the setting.
+_LEASE_SHARE = 2 / 3
+_TICKS_PER_LEASE_SETTING = 12
+# A user's socket set outlives its last change by this long; each process writes its
+# sockets again every quarter of it, so the set never expires under live sockets.
+_SOCKETS_TTL_MS = 24 * 3600 * 1000
 
 # Shared Lua: server time in ms, and removing one "room|user" pair's contribution.
 _LIB = """
@@ -143,6 +161,43 @@ return out
 """
 )
 
+# Count the user's open sockets (dropping those of processes whose lease expired) and
+# add this one unless they already have ARGV[3]. KEYS: procs, the user's socket set.
+# ARGV: own pid, member "pid|socket", limit, set TTL ms. -> 1 added, 0 over the limit.
+_SOCKET_OPEN = (
+    _LIB
+    + """
+local now = now_ms()
+local alive = {}
+alive[ARGV[1]] = true
+local count = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local pid = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+  local ok = alive[pid]
+  if ok == nil then
+    local score = redis.call('ZSCORE', KEYS[1], pid)
+    ok = score ~= false and tonumber(score) >= now
+    alive[pid] = ok
+  end
+  if ok then count = count + 1 else redis.call('ZREM', KEYS[2], m) end
+end
+if count >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: the user's socket set. ARGV: member, TTL ms (re-registering after a lost
+# lease, and the periodic refresh: no limit check, the socket is open already).
+_SOCKET_READD = """
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_SOCKET_CLOSE = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+
 # ARGV: room key prefix, room ids joined by ",". One argument in and one string out
 # keep the client's encoding and parsing flat for a page of 100 rooms.
 _COUNTS = """
@@ -180,8 +235,8 @@ class RoomMembers:
         self._redis = redis
         self._prefix = prefix
         self.process_id = process_id
-        self._lease_ms = int(lease_seconds * 1000)
-        self._interval = lease_seconds / 3
+        self._lease_ms = int(lease_seconds * 1000 * _LEASE_SHARE)
+        self._interval = lease_seconds / _TICKS_PER_LEASE_SETTING
         self._local_members = local_members
         self._local_counts = local_counts
         self._on_gone = on_gone
@@ -193,6 +248,12 @@ class RoomMembers:
         self._resync = redis.register_script(_RESYNC)
         self._reap = redis.register_script(_REAP)
         self._counts = redis.register_script(_COUNTS)
+        self._socket_open = redis.register_script(_SOCKET_OPEN)
+        self._socket_readd = redis.register_script(_SOCKET_READD)
+        self._socket_close = redis.register_script(_SOCKET_CLOSE)
+        # This process's open sockets: member "pid|socket id" -> user id.
+        self._sockets: dict[str, str] = {}
+        self._sockets_written = time.monotonic()
         self._ops: deque[_Op] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -206,6 +267,9 @@ class RoomMembers:
 
     def user_key(self, user_id: str) -> str:
         return f"{self._prefix}city:ws:user:{user_id}"
+
+    def sockets_key(self, user_id: str) -> str:
+        return f"{self._prefix}city:ws:sockets:{user_id}"
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -271,6 +335,39 @@ class RoomMembers:
             [self._procs_key, self._proc_key],
             [self._prefix, self.process_id, self._lease_ms, *entries],
         )
+
+    # --- open sockets per user (room and presence sockets together) ---------------
+
+    async def open_socket(self, user_id: str, limit: int) -> str | None:
+        """Count a new socket of the user unless they have `limit` open on all processes.
+
+        Returns the socket's id for `close_socket`, or None when over the limit. When
+        Redis cannot tell, the socket is allowed (the cap protects capacity; Redis
+        trouble must not lock everyone out) and counted once Redis is back.
+        """
+        member = f"{self.process_id}{SEP}{secrets.token_hex(6)}"
+        added = await self._submit(
+            self._socket_open,
+            [self._procs_key, self.sockets_key(user_id)],
+            [self.process_id, member, limit, _SOCKETS_TTL_MS],
+        )
+        if added == 0:
+            return None
+        if added is None:
+            self._dirty = True  # write it (and everything else) again on the next tick
+        self._sockets[member] = user_id
+        return member
+
+    def close_socket(self, socket_id: str) -> None:
+        """The socket is closed: stop counting it (queued after its open, not awaited)."""
+        user_id = self._sockets.pop(socket_id, None)
+        if user_id is not None:
+            self._submit(self._socket_close, [self.sockets_key(user_id)], [socket_id])
+
+    def _readd_sockets(self) -> None:
+        self._sockets_written = time.monotonic()
+        for member, user_id in list(self._sockets.items()):
+            self._submit(self._socket_readd, [self.sockets_key(user_id)], [member, _SOCKETS_TTL_MS])
 
     # --- reads ----------------------------------------------------------------------
 
@@ -359,11 +456,14 @@ class RoomMembers:
             return  # Redis unavailable; try again next tick
         if lapsed == 1 or self._dirty:
             self._dirty = False
+            self._readd_sockets()
             if await self.resync() is None:
                 self._dirty = True
             elif self._failures:
                 log.info("room memberships re-registered after Redis trouble")
                 self._failures = 0
+        elif time.monotonic() - self._sockets_written > _SOCKETS_TTL_MS / 4000:
+            self._readd_sockets()
         await self._reap_expired()
 
     async def _reap_expired(self) -> None:

@@ -9,6 +9,7 @@ from gateway.errors import AppError, not_found
 from gateway.hooks import CityHooks, OnlineMembers
 from gateway.ids import SLUG_RE, room_id_for_slug
 from gateway.models import Message, Room
+from gateway.ratelimit import TokenBucket
 from gateway.storage import Executor
 from gateway.storage import messages as message_sql
 from gateway.storage import rooms as room_sql
@@ -38,10 +39,18 @@ def check_slug(slug: str) -> str:
 
 
 class RoomService:
-    def __init__(self, db: Executor, hooks: CityHooks, members: OnlineMembers) -> None:
+    def __init__(
+        self,
+        db: Executor,
+        hooks: CityHooks,
+        members: OnlineMembers,
+        limiter: TokenBucket | None = None,
+    ) -> None:
         self._db = db
         self._hooks = hooks
         self.members = members
+        # Rooms created per user (SPEC §12): each one is also a Matrix room.
+        self._limiter = limiter
 
     async def list_rooms(self, limit: int, offset: int) -> list[tuple[Room, int]]:
         rooms = await room_sql.list_rooms(self._db, limit, offset)
@@ -69,6 +78,14 @@ class RoomService:
             description = clean_text(
                 description, field="description", max_chars=1000, code="invalid_description"
             ).strip()
+        limiter = self._limiter if created_by is not None else None
+        if limiter is not None and created_by is not None:
+            decision = await limiter.take(created_by)
+            if not decision.allowed:
+                raise decision.error(
+                    f"too many rooms created: at most {limiter.burst} per hour;"
+                    f" retry after {decision.retry_after_header} s"
+                )
         room = await room_sql.insert_room(
             self._db,
             room_id=room_id_for_slug(slug),
@@ -79,6 +96,8 @@ class RoomService:
             created_by=created_by,
         )
         if room is None:
+            if limiter is not None and created_by is not None:
+                await limiter.refund(created_by)  # nothing was created
             raise AppError(409, "slug_taken", f"a room with slug {slug!r} already exists")
         await self._hooks.emit_room(room)
         return room

@@ -21,6 +21,7 @@ from gateway.feed import FeedService
 from gateway.hooks import CityHooks, NoOnlineMembers
 from gateway.messages import MessageService
 from gateway.migrate import migrate
+from gateway.ratelimit import TokenBucket
 from gateway.rooms import RoomService
 from gateway.settings import Settings
 
@@ -96,12 +97,30 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             db=pool,
             redis=redis,
             hooks=hooks,
-            rooms=RoomService(pool, hooks, NoOnlineMembers()),
+            rooms=RoomService(
+                pool,
+                hooks,
+                NoOnlineMembers(),
+                limiter=TokenBucket(
+                    redis,
+                    prefix=settings.city_redis_prefix,
+                    name="rooms",
+                    rate_per_second=settings.limit_rooms_per_hour / 3600,
+                    burst=settings.limit_rooms_per_hour,
+                ),
+            ),
             messages=MessageService(
                 pool,
                 hooks,
                 max_chars=settings.city_message_max_chars,
                 matrix_enabled=settings.matrix_enabled,
+                limiter=TokenBucket(
+                    redis,
+                    prefix=settings.city_redis_prefix,
+                    name="messages",
+                    rate_per_second=settings.limit_messages_per_second,
+                    burst=settings.limit_messages_burst,
+                ),
             ),
             feed=FeedService(pool),
         )

@@ -6,6 +6,11 @@ Core that message with the history before it (oldest first), and stores the repl
 No database connection is held while Agents Core thinks: a slow agent must not
 starve the rest of the service of connections.
 
+That private history is for private conversations only (the HTTP API, a Matrix DM).
+A question asked in a room others read gets the room's recent messages as context
+and leaves the private history alone, both ways (SPEC §12): the reply is public, so
+nothing private may shape it, and the room already is the record of the exchange.
+
 Users are city users (`u_…`) or Matrix users (`@…:S`, for Second Me's DMs); the
 two id spaces cannot collide, so one table keeps both.
 """
@@ -13,6 +18,7 @@ two id spaces cannot collide, so one table keeps both.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,8 +34,10 @@ from gateway.agents_core import (
     build_agents_core,
 )
 from gateway.errors import AppError
-from gateway.secondme_ratelimit import SlidingWindowLimiter
+from gateway.models import Message
+from gateway.secondme_ratelimit import OncePerWindow, RateDecision, SlidingWindowLimiter
 from gateway.storage import Executor
+from gateway.storage import messages as messages_sql
 from gateway.storage import secondme as sql
 from gateway.storage.secondme import SecondMeMessage, SecondMeSession
 from gateway.text import clean_text
@@ -43,15 +51,66 @@ EXTENSION = "secondme"
 PROMPT_MAX_CHARS = 8000
 # `history` in an invoke answer: at least the exchange itself.
 MIN_ANSWER_HISTORY = 2
+# SECONDME_RATE_PER_MINUTE's window; also how long a user's one notice lasts.
+RATE_WINDOW_SECONDS = 60.0
+
+# What Second Me says in a room instead of an answer. They are not answers: they are
+# never stored as such, nor sent back to Agents Core as part of a room's context.
+UNAVAILABLE_NOTICE = "Second Me is unavailable right now. Please try again later."
+TIMEOUT_NOTICE = "Second Me did not answer in time. Please try again later."
+RATE_LIMITED_NOTICE_PREFIX = "Too many requests to Second Me."
+
+
+def rate_limited_notice(retry_after_seconds: int) -> str:
+    return f"{RATE_LIMITED_NOTICE_PREFIX} Please try again in {retry_after_seconds} s."
+
+
+def is_notice(text: str) -> bool:
+    return text in (UNAVAILABLE_NOTICE, TIMEOUT_NOTICE) or text.startswith(
+        RATE_LIMITED_NOTICE_PREFIX
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A stored prompt and the conversation before it, ready to send to Agents Core."""
+    """One question, ready to send to Agents Core.
+
+    A private turn (HTTP, a Matrix DM) has its prompt stored in the asker's history
+    (`stored`) and the history before it as context. A turn in a shared room stores
+    nothing (`stored` is None) and its context is the room's recent messages.
+    """
 
     user_id: str
-    prompt: SecondMeMessage
-    context: list[SecondMeMessage]
+    prompt: str
+    history: list[HistoryItem]
+    stored: SecondMeMessage | None = None
+
+    @classmethod
+    def private(cls, prompt: SecondMeMessage, context: list[SecondMeMessage]) -> Turn:
+        history = [HistoryItem(m.role, m.content) for m in context]
+        return cls(prompt.user_id, prompt.content, history, prompt)
+
+
+def shared_room_item(author: str, body: str, *, own: bool) -> HistoryItem | None:
+    """One message of a shared room as context: None for Second Me's own notices.
+
+    Everyone else is a "user", named in the text, so that the agent can tell the
+    asker from the others; Second Me's earlier answers are the "assistant".
+    """
+    if own:
+        return None if is_notice(body) else HistoryItem("assistant", body)
+    return HistoryItem("user", f"{author}: {body}")
+
+
+def city_room_history(messages: Iterable[Message], agent_id: str) -> list[HistoryItem]:
+    """A city room's messages (oldest first) as Agents Core context."""
+    items = []
+    for m in messages:
+        author = m.author_user_id or m.author_matrix_id or m.author_agent_id or "someone"
+        item = shared_room_item(author, m.body, own=m.author_agent_id == agent_id)
+        if item is not None:
+            items.append(item)
+    return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +149,12 @@ class SecondMeService:
         *,
         agent_id: str,
         history_messages: int,
+        notices: OncePerWindow | None = None,
     ) -> None:
         self._db = db
         self._client = client
         self._limiter = limiter
+        self._notices = notices
         self.agent_id = agent_id
         self.history_messages = history_messages
 
@@ -109,9 +170,17 @@ class SecondMeService:
                 "Second Me is not configured on this server (AGENTS_CORE_URL is not set)",
             )
 
+    async def rate(self, user_id: str) -> RateDecision:
+        """Record one call by the user if their budget of the last minute allows it."""
+        return await self._limiter.check(user_id)
+
+    async def notice_due(self, user_id: str) -> bool:
+        """True for the first refusal of the user in a rate window (the one notice)."""
+        return self._notices is not None and await self._notices.first(user_id)
+
     async def check_rate(self, user_id: str) -> None:
         """429 `rate_limited` once the user used up their calls of the last minute."""
-        decision = await self._limiter.check(user_id)
+        decision = await self.rate(user_id)
         if not decision.allowed:
             raise AppError(
                 429,
@@ -157,7 +226,23 @@ class SecondMeService:
     async def resume_turn(self, db: Executor, prompt: SecondMeMessage) -> Turn:
         """The turn of an already stored prompt (its context is what came before it)."""
         context = await sql.messages_before(db, prompt, self.history_messages)
-        return Turn(prompt.user_id, prompt, context)
+        return Turn.private(prompt, context)
+
+    async def city_room_turn(
+        self, db: Executor, user_id: str, prompt: str, room_id: str, asked: Message | None
+    ) -> Turn:
+        """A question in a city room: the room's messages before it are the context.
+
+        `asked` is the room message that asked (None if it cannot be found: then the
+        room's latest messages). Nothing is read from or written to private history.
+        """
+        before = asked.seq if asked is not None and asked.room_id == room_id else None
+        recent = (
+            await messages_sql.latest_messages(db, room_id, self.history_messages, before)
+            if self.history_messages > 0
+            else []
+        )
+        return Turn(user_id, prompt, city_room_history(recent, self.agent_id))
 
     async def ask(self, turn: Turn) -> str:
         """Agents Core's reply; raises AgentUnavailable / AgentTimeout (no AppError)."""
@@ -167,13 +252,16 @@ class SecondMeService:
             return await self._client.invoke(
                 agent_id=self.agent_id,
                 user_id=turn.user_id,
-                prompt=turn.prompt.content,
-                history=[HistoryItem(m.role, m.content) for m in turn.context],
+                prompt=turn.prompt,
+                history=turn.history,
             )
 
-    async def record_reply(self, db: Executor, turn: Turn, reply: str) -> SecondMeMessage:
+    async def record_reply(self, db: Executor, turn: Turn, reply: str) -> SecondMeMessage | None:
+        """Store the answer of a private turn; a shared room's turn stores nothing."""
+        if turn.stored is None:
+            return None
         return await sql.insert_message(
-            db, turn.prompt.session_id, turn.user_id, "assistant", reply
+            db, turn.stored.session_id, turn.user_id, "assistant", reply
         )
 
 
@@ -196,6 +284,13 @@ async def start_secondme(rt: Runtime, stack: AsyncExitStack) -> None:
         rt.redis,
         key_prefix=f"{settings.city_redis_prefix}secondme:rate:",
         limit=settings.secondme_rate_per_minute,
+        window_seconds=RATE_WINDOW_SECONDS,
+    )
+    # One "too many requests" notice per user per rate window, across processes.
+    notices = OncePerWindow(
+        rt.redis,
+        key_prefix=f"{settings.city_redis_prefix}secondme:notice:",
+        window_seconds=RATE_WINDOW_SECONDS,
     )
     service = SecondMeService(
         rt.db,
@@ -203,6 +298,7 @@ async def start_secondme(rt: Runtime, stack: AsyncExitStack) -> None:
         limiter,
         agent_id=settings.secondme_agent_id,
         history_messages=settings.secondme_history_messages,
+        notices=notices,
     )
     rt.extensions[EXTENSION] = service
     if client is not None:

@@ -3,7 +3,9 @@
 The trigger is the after-commit `message_posted` hook, which runs once, in the
 process that stored the message. If that process dies between the commit and the
 hook, the sweeper finds the unclaimed mention a little later (any process), so the
-mention is still answered, once. Messages from Matrix users are the Matrix bot's
+mention is still answered, once. A city room is public: the reply's context is the
+room's recent messages, never the asker's private history (see
+gateway.secondme_replies). Messages from Matrix users are the Matrix bot's
 job (it sees the raw event, `m.mentions` included); messages from agents are never
 answered, so two agents cannot talk each other into a loop.
 """
@@ -21,6 +23,7 @@ import asyncpg
 
 from gateway.models import Message
 from gateway.secondme import SecondMeService
+from gateway.secondme_ratelimit import SlidingWindowLimiter
 from gateway.secondme_replies import LEASE_MARGIN_SECONDS, SecondMeReplies
 from gateway.storage import secondme as sql
 
@@ -135,9 +138,18 @@ async def start_room_replies(rt: Runtime, stack: AsyncExitStack, service: Second
         # Second Me's Matrix user: DMs and mentions from Matrix (needs the bridge,
         # whose starter runs before this one).
         from bridge.secondme_bot import EXTENSION as BOT_EXTENSION
-        from bridge.secondme_bot import attach_secondme_bot
+        from bridge.secondme_bot import INVITE_WINDOW_SECONDS, attach_secondme_bot
 
-        rt.extensions[BOT_EXTENSION] = await attach_secondme_bot(bridge, replies, rule, stack)
+        # Invites accepted per inviting Matrix user, across processes (SPEC §12).
+        invites = SlidingWindowLimiter(
+            rt.redis,
+            key_prefix=f"{settings.city_redis_prefix}secondme:invites:",
+            limit=settings.limit_secondme_invites_per_hour,
+            window_seconds=INVITE_WINDOW_SECONDS,
+        )
+        rt.extensions[BOT_EXTENSION] = await attach_secondme_bot(
+            bridge, replies, rule, stack, db=rt.db, invites=invites
+        )
     rt.spawn("secondme-sweeper", _sweep_forever(replies, mentions))
 
 

@@ -9,6 +9,10 @@ call leaves the window.
 
 Redis being down must not take Second Me down with it: the check then allows the
 call and logs, since the limit protects Agents Core's budget, not correctness.
+
+`OncePerWindow` answers "is this the first time in the window?" for one subject,
+also across processes: Second Me posts one "too many requests" notice per user per
+window with it, and stays silent for the refusals after that.
 """
 
 from __future__ import annotations
@@ -79,3 +83,28 @@ class SlidingWindowLimiter:
         if int(allowed):
             return RateDecision(True)
         return RateDecision(False, max(1, math.ceil(int(wait_ms) / 1000)))
+
+
+class OncePerWindow:
+    """True for the first call per subject in each window, False until it ends.
+
+    One `SET NX PX`: atomic, so of several processes asking at once exactly one gets
+    True. With Redis unavailable it answers False: what it gates is an extra message
+    (a notice), and silence is the safe side of "at most one".
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, key_prefix: str, window_seconds: float) -> None:
+        self._redis = redis
+        self._key_prefix = key_prefix
+        self._window_ms = max(1, int(window_seconds * 1000))
+
+    async def first(self, subject: str) -> bool:
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT_SECONDS):
+                created = await self._redis.set(
+                    f"{self._key_prefix}{subject}", "1", nx=True, px=self._window_ms
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("once-per-window check skipped, Redis unavailable: %s", type(exc).__name__)
+            return False
+        return bool(created)

@@ -6,15 +6,26 @@ that id into `secondme_replies` owns the reply. Every other process, every re-se
 Matrix transaction and every second look at the same message finds the claim and
 does nothing.
 
-The owner stores the prompt in the asker's Second Me history, asks Agents Core with
-no database connection held, and then, in one transaction, checks the claim is
-still pending, posts the reply (a city message by the agent, which the outbox
-carries to Matrix), stores it in the history and closes the claim. A process that
-dies half-way leaves a pending claim whose lease runs out; the sweeper of any
+Where it was asked decides what Agents Core sees (SPEC §12):
+
+- `matrix_dm`, a DM (only the asker and Second Me): private. The prompt is stored
+  in the asker's Second Me history and that history is the context.
+- `city_room` (a city room, or a bridged Matrix room — the same room) and
+  `matrix_room` (a Matrix room with more members, not bridged): shared. The
+  context is the room's recent messages; the asker's private history is neither
+  read nor written, since everyone in the room reads the reply.
+
+The owner asks Agents Core with no database connection held and then, in one
+transaction, checks the claim is still pending, posts the reply (a city message by
+the agent, which the outbox carries to Matrix; in Matrix-only rooms a Matrix
+message), stores a private answer in the history and closes the claim. A process
+that dies half-way leaves a pending claim whose lease runs out; the sweeper of any
 process takes it over (the prompt is stored once, the reply posted once).
 
 When Agents Core fails, the room gets a short notice from the agent instead of
 silence, and nothing is invented: the notice is not stored as Second Me's answer.
+A rate-limited user gets one "too many requests" notice per rate window; refusals
+after it are silent, so that a flood of mentions cannot become a flood of notices.
 """
 
 from __future__ import annotations
@@ -26,20 +37,40 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.agents_core import AgentTimeout, AgentUnavailable
+from gateway import metrics
+from gateway.agents_core import AgentTimeout, AgentUnavailable, HistoryItem
 from gateway.errors import AppError
 from gateway.hooks import CityHooks
 from gateway.messages import Author, MessageService
 from gateway.models import Message
-from gateway.secondme import SecondMeService, Turn
+from gateway.secondme import (
+    TIMEOUT_NOTICE,
+    UNAVAILABLE_NOTICE,
+    SecondMeService,
+    Turn,
+    rate_limited_notice,
+)
+from gateway.storage import Executor
+from gateway.storage import messages as messages_sql
 from gateway.storage import secondme as sql
 from gateway.storage.secondme import ReplyClaim
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "AGENT_DISPLAY_NAME",
+    "TIMEOUT_NOTICE",
+    "UNAVAILABLE_NOTICE",
+    "SecondMeReplies",
+    "rate_limited_notice",
+]
+
 AGENT_DISPLAY_NAME = "Second Me"
-UNAVAILABLE_NOTICE = "Second Me is unavailable right now. Please try again later."
-TIMEOUT_NOTICE = "Second Me did not answer in time. Please try again later."
+# Claim kinds (secondme_replies.kind): which rooms are private, which are shared.
+CITY_ROOM = "city_room"
+MATRIX_DM = "matrix_dm"
+MATRIX_ROOM = "matrix_room"
+MATRIX_KINDS = (MATRIX_DM, MATRIX_ROOM)
 # A claim whose holder neither finished nor died within this much beyond the
 # Agents Core timeout is taken over by another process.
 LEASE_MARGIN_SECONDS = 60.0
@@ -48,10 +79,6 @@ MAX_ATTEMPTS = 3
 # Replies being worked on at once by one process; more wait their turn.
 MAX_IN_FLIGHT = 32
 SWEEP_BATCH = 20
-
-
-def rate_limited_notice(retry_after_seconds: int) -> str:
-    return f"Too many requests to Second Me. Please try again in {retry_after_seconds} s."
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +91,13 @@ class Outcome:
         return "answered" if self.reply is not None else "failed"
 
 
-# Sends `text` into a Matrix DM room as Second Me; returns the event id. It must be
-# idempotent per claim (the bridge uses the trigger as the transaction id), since a
-# take-over after a crash may send again.
+# Sends `text` into a Matrix room (not bridged) as Second Me; returns the event id.
+# It must be idempotent per claim (the bridge uses the trigger as the transaction
+# id), since a take-over after a crash may send again.
 DmSender = Callable[[ReplyClaim, str], Awaitable[str]]
+# The recent messages (at most `limit`, oldest first) of a Matrix room (not bridged)
+# before the claim's triggering event, as Agents Core context.
+RoomContext = Callable[[ReplyClaim, int], Awaitable[list[HistoryItem]]]
 
 
 class SecondMeReplies:
@@ -92,8 +122,9 @@ class SecondMeReplies:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        # Set by the Matrix bot; DM claims wait (pending) until a process has one.
+        # Set by the Matrix bot; Matrix claims wait (pending) until a process has them.
         self.dm_sender: DmSender | None = None
+        self.matrix_context: RoomContext | None = None
 
     # --- entry points --------------------------------------------------------------
     def submit(
@@ -132,14 +163,21 @@ class SecondMeReplies:
         )
         if claim is None:
             return False
-        try:
-            await self._service.check_rate(requester_id)
-        except AppError as exc:
-            retry_after = int((exc.headers or {}).get("Retry-After", "60"))
-            await self._finish(claim, None, Outcome(rate_limited_notice(retry_after), None))
+        decision = await self._service.rate(requester_id)
+        if not decision.allowed:
+            await self._refuse(claim, decision.retry_after_seconds)
             return True
         await self._answer(claim)
         return True
+
+    async def _refuse(self, claim: ReplyClaim, retry_after_seconds: int) -> None:
+        """Over the rate limit: the first refusal in a window says so, later ones are silent."""
+        if await self._service.notice_due(claim.requester_id):
+            metrics.SECONDME_RATE_LIMITED.labels("notice").inc()
+            await self._finish(claim, None, Outcome(rate_limited_notice(retry_after_seconds), None))
+            return
+        metrics.SECONDME_RATE_LIMITED.labels("silent").inc()
+        await sql.finish_claim(self._db, claim.trigger_id, "failed", None)
 
     async def sweep_once(self) -> int:
         """Take over claims left pending by a process that died; returns how many."""
@@ -196,22 +234,52 @@ class SecondMeReplies:
         await self._finish(claim, turn, outcome)
 
     async def _turn(self, claim: ReplyClaim) -> Turn | None:
-        """The prompt stored in the asker's history — once, even across take-overs."""
+        """What to ask Agents Core; None when the claim is no longer ours to answer."""
+        if claim.kind == MATRIX_ROOM:
+            return await self._matrix_room_turn(claim)
         async with self._db.acquire() as conn, conn.transaction():
             current = await sql.get_claim_for_update(conn, claim.trigger_id)
             if current is None or current.state != "pending":
                 return None
+            if claim.kind == CITY_ROOM:
+                asked = await self._asking_message(conn, claim.trigger_id)
+                return await self._service.city_room_turn(
+                    conn, claim.requester_id, claim.prompt, claim.room_id, asked
+                )
+            # A DM: the prompt goes into the asker's history, once even across take-overs.
             if current.prompt_message_id is not None:
                 stored = await sql.get_message(conn, current.prompt_message_id)
                 if stored is not None:
                     return await self._service.resume_turn(conn, stored)
             turn = await self._service.start_turn(conn, claim.requester_id, claim.prompt)
-            await sql.set_prompt_message(conn, claim.trigger_id, turn.prompt.id)
+            assert turn.stored is not None
+            await sql.set_prompt_message(conn, claim.trigger_id, turn.stored.id)
             return turn
+
+    async def _matrix_room_turn(self, claim: ReplyClaim) -> Turn | None:
+        if self.matrix_context is None:
+            log.error("no Matrix context for Second Me reply %s", claim.trigger_id)
+            return None  # stays pending; a process with the bridge takes it over
+        async with self._db.acquire() as conn:
+            current = await sql.get_claim(conn, claim.trigger_id)
+        if current is None or current.state != "pending":
+            return None
+        history = await self.matrix_context(claim, self._service.history_messages)
+        return Turn(claim.requester_id, claim.prompt, history)
+
+    @staticmethod
+    async def _asking_message(db: Executor, trigger_id: str) -> Message | None:
+        """The city message a `city_room` claim answers (a Matrix one arrived as one too)."""
+        source, _, ref = trigger_id.partition(":")
+        if source == "city":
+            return await messages_sql.get_message(db, ref)
+        if source == "matrix":
+            return await messages_sql.get_by_matrix_event_id(db, ref)
+        return None
 
     async def _finish(self, claim: ReplyClaim, turn: Turn | None, outcome: Outcome) -> None:
         text = self._room_text(outcome.text)
-        if claim.kind == "matrix_dm":
+        if claim.kind in MATRIX_KINDS:
             await self._finish_dm(claim, turn, outcome, text)
             return
         try:
@@ -242,7 +310,7 @@ class SecondMeReplies:
         self, claim: ReplyClaim, turn: Turn | None, outcome: Outcome, text: str
     ) -> None:
         if self.dm_sender is None:
-            log.error("no Matrix sender for Second Me DM reply %s", claim.trigger_id)
+            log.error("no Matrix sender for Second Me reply %s", claim.trigger_id)
             return  # stays pending; a process with the bridge takes it over
         event_id = await self.dm_sender(claim, text)
         async with self._db.acquire() as conn, conn.transaction():

@@ -59,6 +59,24 @@ class Settings(BaseSettings):
     presence_offline_grace_seconds: float = Field(default=5, ge=0, le=10)
     presence_sweep_interval_seconds: float = Field(default=0.5, gt=0)
 
+    # --- limits for a public deployment (SPEC §12) ---------------------------------
+    # Each is counted across every process (Redis) and refused with 429 / an error
+    # frame; see docs/security.md for what each one protects.
+    # Messages per user, REST and WebSocket together: a token bucket.
+    limit_messages_per_second: float = Field(default=10, gt=0)
+    limit_messages_burst: int = Field(default=30, ge=1)
+    # Rooms created per user per hour (each also creates a Matrix room).
+    limit_rooms_per_hour: int = Field(default=10, ge=1)
+    # Live presence devices per user, HTTP heartbeats and sockets together.
+    limit_presence_devices: int = Field(default=16, ge=1, le=1000)
+    # Heartbeats per device: a token bucket.
+    limit_heartbeats_per_second: float = Field(default=1, gt=0)
+    limit_heartbeats_burst: int = Field(default=5, ge=1)
+    # Open WebSockets per user, room and presence sockets together (close 4429 above).
+    limit_websockets_per_user: int = Field(default=32, ge=1)
+    # Invites @secondme accepts from one Matrix user per hour (each is a joined room).
+    limit_secondme_invites_per_hour: int = Field(default=5, ge=1)
+
     # --- websockets ---------------------------------------------------------------
     ws_max_frame_bytes: int = 64 * 1024
     ws_send_queue_frames: int = Field(default=256, ge=1)
@@ -85,6 +103,9 @@ class Settings(BaseSettings):
     matrix_retry_max_seconds: float = Field(default=30.0, gt=0)
     matrix_request_timeout_seconds: float = Field(default=15.0, gt=0)
     matrix_presence_refresh_seconds: float = Field(default=20.0, gt=0)
+    # A ghost's presence is sent to Synapse at most once per this many seconds; the
+    # last state always wins (a flapping user costs one PUT per window, not one each).
+    matrix_presence_debounce_seconds: float = Field(default=2.0, ge=0)
 
     # --- second me / agents core ----------------------------------------------------
     secondme_agent_id: str = "ag_secondme_global"

@@ -22,6 +22,8 @@ M = TypeVar("M")
 # Close codes shared by the room and presence sockets (SPEC §7).
 CLOSE_BAD_TOKEN = 4401
 CLOSE_UNKNOWN_ROOM = 4404
+# The user already has LIMIT_WEBSOCKETS_PER_USER sockets open (room + presence, SPEC §12).
+CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_UNAVAILABLE = 1011
 
 

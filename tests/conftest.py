@@ -33,6 +33,22 @@ INTERNAL_TOKEN = secrets.token_urlsafe(32)
 _KEEP_TABLES = {"schema_migrations"}
 
 
+GENEROUS_LIMITS: dict[str, Any] = {
+    "limit_messages_per_second": 100_000,
+    "limit_messages_burst": 100_000,
+    "limit_rooms_per_hour": 100_000,
+    "limit_presence_devices": 1000,
+    "limit_heartbeats_per_second": 100_000,
+    "limit_heartbeats_burst": 100_000,
+    "limit_websockets_per_user": 100_000,
+    "limit_secondme_invites_per_hour": 100_000,
+}
+# The shipped defaults of those limits, for the tests that check them.
+SECURITY_DEFAULTS: dict[str, Any] = {
+    name: Settings.model_fields[name].default for name in GENEROUS_LIMITS
+}
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "city_env": "test",
@@ -42,6 +58,10 @@ def make_settings(**overrides: Any) -> Settings:
         "city_jwt_secret": JWT_SECRET,
         "city_internal_token": INTERNAL_TOKEN,
         "log_format": "human",
+        # The suite at large drives many messages, rooms, sockets and heartbeats from a
+        # few users as fast as it can; the public limits (SPEC §12) are tested at their
+        # defaults by the tests that pass SECURITY_DEFAULTS (tests/test_hardening_*).
+        **GENEROUS_LIMITS,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import AppError, unstorable_input
+from gateway.errors import AppError, log_unavailable, unavailable_error, unstorable_input
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,27 @@ class FastPaths:
                 break
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = [_JSON_HEADER]
+        error: AppError | None = None
         try:
             runtime = scope["app"].state.runtime
             status, answer = await route.handler(runtime, params, content_type, authorization, raw)
             payload = orjson.dumps(answer)
-        except (AppError, asyncpg.DataError) as caught:
-            exc = caught if isinstance(caught, AppError) else unstorable_input()
-            status, payload = exc.status, orjson.dumps(exc.body())
-            headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            status = 500
-            payload = orjson.dumps({"code": "internal_error", "message": "internal error"})
+        except AppError as caught:
+            error = caught
+        except asyncpg.DataError:
+            error = unstorable_input()
+        except Exception as caught:
+            # PostgreSQL or Redis down: 503 with Retry-After, as the FastAPI routes answer.
+            error = unavailable_error(caught)
+            if error is not None:
+                log_unavailable(error, f"POST {scope['path']}", caught)
+            else:
+                log.exception("unhandled error on POST %s", scope["path"])
+                status = 500
+                payload = orjson.dumps({"code": "internal_error", "message": "internal error"})
+        if error is not None:
+            status, payload = error.status, orjson.dumps(error.body())
+            headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
         headers.append((b"content-length", b"%d" % len(payload)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -33,9 +33,18 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     results = await asyncio.gather(*(run(name) for name in rt.ready_checks))
     checks = {name: ("ok" if err is None else err) for name, err in results}
     ready = all(err is None for _, err in results)
+    if ready:
+        return JSONResponse({"status": "ready", "checks": checks})
+    # Shaped like every other error (a `code` and a `message`), plus the checks.
+    failing = ", ".join(name for name, err in results if err is not None)
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status_code=200 if ready else 503,
+        {
+            "status": "not_ready",
+            "code": "not_ready",
+            "message": f"not ready: {failing}",
+            "checks": checks,
+        },
+        status_code=503,
     )
 
 

@@ -19,7 +19,7 @@ from gateway.api.schemas import (
 )
 from gateway.auth import authenticate, bearer_from_header
 from gateway.deps import CurrentUser, RuntimeDep
-from gateway.errors import AppError
+from gateway.errors import AppError, forbidden
 from gateway.jsonio import JSONResponse
 from gateway.messages import Author
 from gateway.runtime import Runtime
@@ -111,7 +111,11 @@ async def handle_post_message(
         internal_token=None,
         allow_service=False,
     )
-    body, client_msg_id = _parse_message_body(content_type, raw)
+    body, client_msg_id, body_user = _parse_message_body(content_type, raw)
+    if body_user is not None and body_user != user.user_id:
+        # SPEC §4: a user acts only as themself; a body naming someone else is refused,
+        # not silently posted as the caller.
+        raise forbidden("user_id is not the token's user")
     result = await rt.messages.post(
         room_id,
         Author(user_id=user.user_id, display_name=user.name),
@@ -128,7 +132,10 @@ POST_MESSAGE_ROUTE = FastRoute(
 )
 
 
-def _parse_message_body(content_type: str | None, raw: bytes) -> tuple[str, str | None]:
+def _parse_message_body(
+    content_type: str | None, raw: bytes
+) -> tuple[str, str | None, object | None]:
+    """(body, client_msg_id, user_id as sent — optional, checked by the caller)."""
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise AppError(415, "unsupported_media_type", "send the body as application/json")
@@ -144,4 +151,4 @@ def _parse_message_body(content_type: str | None, raw: bytes) -> tuple[str, str 
     client_msg_id = data.get("client_msg_id")
     if client_msg_id is not None and not isinstance(client_msg_id, str):
         raise AppError(422, "validation_error", "client_msg_id must be a string")
-    return body, client_msg_id
+    return body, client_msg_id, data.get("user_id")

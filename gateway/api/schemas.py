@@ -21,6 +21,8 @@ class CreateRoomBody(_Body):
 class PostMessageBody(_Body):
     body: str
     client_msg_id: str | None = None
+    # Optional; if present it must be the caller (else 403 `forbidden`, SPEC §4).
+    user_id: str | None = None
 
 
 class RoomOut(BaseModel):
@@ -68,5 +70,5 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422)
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }

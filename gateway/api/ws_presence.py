@@ -26,6 +26,7 @@ from gateway.errors import AppError
 from gateway.fanout import ClientSocket, outgoing
 from gateway.metrics import PRESENCE_HEARTBEATS
 from gateway.presence_service import EXTENSION, PresenceService
+from gateway.realtime import admit_socket
 from gateway.wsproto import FrameError, PingFrame
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["websockets"])
 
 # A socket is normally one tab; a few device ids per socket cover multiplexing
-# clients, and the bound keeps one socket from creating unbounded devices.
+# clients. The user's devices over HTTP and sockets together are capped in Redis
+# (LIMIT_PRESENCE_DEVICES); this bound stays as well, because it also bounds what a
+# socket remembers to take offline when it closes, whatever that setting is.
 MAX_DEVICES_PER_SOCKET = 16
 _PONG = outgoing(wsproto.PONG_FRAME)
 _HEARTBEATS = PRESENCE_HEARTBEATS.labels("ws")
@@ -77,7 +80,8 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
         await websocket.close(wsproto.CLOSE_UNAVAILABLE, "presence is not available")
         return
     try:
-        user_id = decode_user_token(rt.settings.jwt_secret, token or "").require_user()
+        principal = decode_user_token(rt.settings.jwt_secret, token or "")
+        user_id = principal.require_user()
     except AppError as exc:
         await websocket.close(wsproto.CLOSE_BAD_TOKEN, exc.message)
         return
@@ -85,8 +89,13 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
+    # Counted with the user's room sockets (close 4429 over the cap); 4401 at token expiry.
+    slot = await admit_socket(rt, user_id, principal.expires_at, close)
+    if slot is None:
+        return
     sock = ClientSocket(user_id, websocket.send, close, rt.settings.ws_send_queue_frames)
     sock.start()
+    slot.watch(sock)
     service.sockets.add(sock)
     devices = _Device(user_id)
     try:
@@ -101,6 +110,7 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
                 raw = message.get("bytes") or b""
             await _handle(service, sock, devices, raw)
     finally:
+        slot.release()
         service.sockets.remove(sock)
         sock.stop()
         for device_id in devices.live:
@@ -132,13 +142,20 @@ async def _handle(
                 "too_many_devices", f"a socket carries at most {MAX_DEVICES_PER_SOCKET} devices"
             )
         ago = frame.last_active_ago
+        new_device = device_id not in devices.live
+        # Remembered before the call, so a socket closing meanwhile still takes it offline.
         devices.live.add(device_id)
-        await service.heartbeat(
-            sock.user_id,
-            device_id,
-            frame.status,
-            None if ago is None else min(ago, _MAX_LAST_ACTIVE_AGO),
-        )
+        try:
+            await service.heartbeat(
+                sock.user_id,
+                device_id,
+                frame.status,
+                None if ago is None else min(ago, _MAX_LAST_ACTIVE_AGO),
+            )
+        except AppError as exc:
+            if new_device and exc.status == 429:
+                devices.live.discard(device_id)  # refused: this socket added nothing
+            raise
     except FrameError as exc:
         sock.offer(outgoing(wsproto.error_frame(exc.code, exc.message)))
     except AppError as exc:

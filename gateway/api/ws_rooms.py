@@ -1,9 +1,10 @@
 """/ws/city/rooms/{room_id}: a room's live frames (SPEC §7).
 
 The socket is accepted first so that refusals carry a close code a browser can
-read (4401 bad token, 4404 unknown room); before `accept` ASGI servers can only
-answer 403. Client frames are handled one at a time, in order; a bad frame gets
-an `error` frame and the connection stays.
+read (4401 bad token, 4404 unknown room, 4429 too many sockets of the user);
+before `accept` ASGI servers can only answer 403. The socket closes with 4401 when
+its token expires. Client frames are handled one at a time, in order; a bad frame
+gets an `error` frame and the connection stays.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, WebSocket
 
 from gateway import wsproto
 from gateway.auth import decode_user_token
 from gateway.deps import RuntimeDep
-from gateway.errors import AppError
+from gateway.errors import AppError, unstorable_input
 from gateway.fanout import ClientSocket, outgoing
-from gateway.realtime import EXTENSION, Realtime
+from gateway.realtime import EXTENSION, Realtime, admit_socket
 from gateway.wsproto import FrameError, JoinFrame, LeaveFrame, PingFrame, SendFrame
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ async def room_socket(
         await websocket.close(wsproto.CLOSE_UNAVAILABLE, "realtime is not available")
         return
     try:
-        user_id = decode_user_token(rt.settings.jwt_secret, token or "").require_user()
+        principal = decode_user_token(rt.settings.jwt_secret, token or "")
+        user_id = principal.require_user()
     except AppError as exc:
         await websocket.close(wsproto.CLOSE_BAD_TOKEN, exc.message)
         return
@@ -49,7 +52,11 @@ async def room_socket(
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
+    slot = await admit_socket(rt, user_id, principal.expires_at, close)
+    if slot is None:
+        return  # closed with 4429
     sock = hub.open_socket(user_id, websocket.send, close)
+    slot.watch(sock)
     try:
         await hub.join(sock, room_id)
         while True:
@@ -63,6 +70,7 @@ async def room_socket(
                 raw = message.get("bytes") or b""
             await _handle(hub, sock, raw)
     finally:
+        slot.release()
         await hub.disconnect(sock)
 
 
@@ -83,6 +91,11 @@ async def _handle(hub: Realtime, sock: ClientSocket, raw: str | bytes) -> None:
         _error(sock, exc.code, exc.message)
     except AppError as exc:
         _error(sock, exc.code, exc.message)
+    except asyncpg.DataError:
+        # Values PostgreSQL cannot hold (NUL, bad text) are the client's input, as
+        # REST's 422 `invalid_input` says; not a failure worth a traceback.
+        error = unstorable_input()
+        _error(sock, error.code, error.message)
     except Exception:
         # A database or Redis failure must not drop the connection (SPEC §5).
         log.exception("websocket frame from %s failed", sock.user_id)

@@ -190,6 +190,13 @@ async def claim_reply(
     return _claim(row) if row else None
 
 
+async def get_claim(db: Executor, trigger_id: str) -> ReplyClaim | None:
+    row = await db.fetchrow(
+        f"select {_CLAIM_COLUMNS} from secondme_replies where trigger_id = $1", trigger_id
+    )
+    return _claim(row) if row else None
+
+
 async def get_claim_for_update(conn: asyncpg.Connection, trigger_id: str) -> ReplyClaim | None:
     row = await conn.fetchrow(
         f"select {_CLAIM_COLUMNS} from secondme_replies where trigger_id = $1 for update",

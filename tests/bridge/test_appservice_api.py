@@ -42,7 +42,7 @@ async def test_only_synapse_hs_token_is_accepted(
     paths = [
         ("PUT", TXN.format("1"), {"events": []}),
         ("PUT", "/transactions/1", {"events": []}),  # legacy path
-        ("GET", f"/_matrix/app/v1/users/{bridge_env.user_id('city_u_9')}", None),
+        ("GET", f"/_matrix/app/v1/users/{bridge_env.user_id('citybot')}", None),
         ("GET", f"/_matrix/app/v1/rooms/{quote(bridge_env.alias('general'))}", None),
         ("POST", "/_matrix/app/v1/ping", {}),
     ]
@@ -184,6 +184,12 @@ async def test_user_and_alias_queries(
 ) -> None:
     headers = _hs(bridge_env)
     ghost = bridge_env.user_id(f"city_u_q{secrets.token_hex(3)}")
+    resp = await bridged.http.get(f"/_matrix/app/v1/users/{ghost}", headers=headers)
+    assert resp.status_code == 404  # never seen by the city: no account for it
+    # Seen (the presence mirror keeps a row for every city user who heartbeats).
+    await db.execute(
+        "insert into matrix_ghosts (matrix_user_id, city_user_id) values ($1, 'x')", ghost
+    )
     resp = await bridged.http.get(f"/_matrix/app/v1/users/{ghost}", headers=headers)
     assert resp.status_code == 200
     whoami = httpx.get(

@@ -116,6 +116,9 @@ async def short_timeout_synapse(
         **FAST,
         matrix_homeserver_url=hs.base_url,
         matrix_presence_refresh_seconds=1.0,
+        # The test drives transitions through the hook for a user Redis never saw: the
+        # bridge would reconcile the ghost to the city's `offline` after one TTL.
+        presence_ttl_seconds=600,
     )
     gw = await PortGateway(settings, port).start()
     try:

@@ -51,8 +51,10 @@ async def test_city_and_element_users_talk_in_one_room(
         f"{bridge_env.hs.base_url}/_matrix/client/v3/profile/{ghost}/displayname"
     ).json()
     assert profile["displayname"] == "Olena"
-    stored = await db.fetchval(
-        "select matrix_event_id from city_room_messages where id = $1", city_id
+    # The sender records the event id after Synapse answers, which may be just
+    # after Alice's sync already shows the event: wait for it, don't race it.
+    stored = await wait_until(
+        lambda: db.fetchval("select matrix_event_id from city_room_messages where id = $1", city_id)
     )
     assert stored == event["event_id"]
 
