@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint services venv clean bench
+.PHONY: dev test lint services venv clean bench web web-check chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,25 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gateway bridge tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) services lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+# The browser half (web/, SPEC §14): dependencies from the lock file, then generated
+# API types current, client + app build, type check and unit tests (Vitest).
+WEB_DEPS := web/node_modules/.package-lock.json
+$(WEB_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $(WEB_DEPS)
+
+web: $(WEB_DEPS)
+	cd web && npm run build
+
+web-check: $(STAMP) $(WEB_DEPS)
+	cd web && npm run check
+
+# Debian's Chromium for the browser tests (no browser download from the internet).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) services lint web-check chromium
+	CITY_WEB_TESTS=required $(BIN)/pytest -q $(PYTEST_ARGS)
 
 dev: $(STAMP)
 	$(BIN)/city-gateway dev
@@ -34,4 +51,4 @@ bench: $(STAMP) services
 	$(BIN)/python bench/messages.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info web/node_modules test-artifacts

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -164,6 +165,7 @@ class Stack:
     private_redis: Any = None  # PrivateRedis
     matrix_user_id: str = ""
     joined: bool = False
+    web_built: bool = False  # web/app/dist is there: the gateway serves /app/
     started: list[str] = field(default_factory=list)  # "name pid" of what we started
 
 
@@ -194,6 +196,7 @@ async def start_all(opts: DevOptions, exit_stack: AsyncExitStack) -> Stack:
     _write_env_file(opts.directory / "env", env)
 
     await _migrate(database_url)
+    stack.web_built = await build_web_app()
     await _start_synapse(settings, opts, synapse_python, exit_stack, stack)
     await _start_gateway(env, opts, exit_stack, stack)
     await _demo_matrix_account(stack)
@@ -465,6 +468,51 @@ async def _demo_matrix_account(stack: Stack) -> None:
         say(f"(could not join the demo account to {alias}: {exc})")
 
 
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+async def build_web_app() -> bool:
+    """Build the City web app (web/) when npm is there; the API works without it."""
+    npm = shutil.which("npm")
+    if npm is None or not (WEB_DIR / "package.json").is_file():
+        say("npm not found: the web app (/app/) is not built; the API works without it")
+        return (WEB_DIR / "app" / "dist" / "index.html").is_file()
+    if _web_build_current():
+        return True
+    lock = WEB_DIR / "package-lock.json"
+    installed = WEB_DIR / "node_modules" / ".package-lock.json"
+    steps: list[list[str]] = []
+    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
+        steps.append([npm, "ci", "--no-audit", "--no-fund"])
+    steps.append([npm, "run", "build"])
+    say("building the web app (web/, npm run build)")
+    for step in steps:
+        proc = await asyncio.create_subprocess_exec(
+            *step,
+            cwd=WEB_DIR,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            tail = output.decode(errors="replace")[-1500:]
+            say(f"the web app did not build ({' '.join(step[1:])}); /app/ is off:\n{tail}")
+            return False
+    return True
+
+
+def _web_build_current() -> bool:
+    """The build is newer than every source and package file (no need to rebuild)."""
+    index = WEB_DIR / "app" / "dist" / "index.html"
+    if not index.is_file():
+        return False
+    built = index.stat().st_mtime
+    sources = [WEB_DIR / "package-lock.json", WEB_DIR / "app" / "index.html"]
+    for folder in (WEB_DIR / "app" / "src", WEB_DIR / "client" / "src"):
+        sources.extend(p for p in folder.rglob("*") if p.is_file())
+    return all(p.stat().st_mtime <= built for p in sources if p.exists())
+
+
 def ready_block(stack: Stack) -> str:
     from gateway.auth import mint_token
 
@@ -480,6 +528,12 @@ def ready_block(stack: Stack) -> str:
             "  DAARION City is running. Ctrl-C stops everything started here.",
             "",
             f"  API          {api}        docs: {api}/docs",
+            *(
+                # The token rides in the fragment: browsers never send it to a server.
+                [f"  Web app      {api}/app/#token={token}"]
+                if stack.web_built
+                else ["  Web app      not built (install Node.js/npm, then make dev again)"]
+            ),
             f"  Synapse      {opts.synapse_url}        server name: {opts.server_name}",
             f"  PostgreSQL   {stack.database_note}",
             f"  Redis        {stack.redis_note}",

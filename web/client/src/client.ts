@@ -1,0 +1,188 @@
+/**
+ * CityClient: the gateway's REST API, typed from its OpenAPI document, plus factories
+ * for the two sockets. One instance per signed-in user:
+ *
+ *     const city = new CityClient({ token });
+ *     const rooms = await city.listRooms();
+ *     await city.postMessage(rooms[0].id, "hello");
+ */
+
+import { CityApiError } from "./errors.js";
+import { PresenceSocket, RoomSocket, type SocketOptions } from "./sockets.js";
+import { userIdFromToken } from "./token.js";
+import type {
+  CreateRoomBody,
+  FeedEvent,
+  Message,
+  PresenceList,
+  Room,
+  RoomPage,
+  SecondMeAnswer,
+  SecondMeHistoryItem,
+  Stats,
+} from "./types.js";
+
+export interface CityClientOptions {
+  token: string;
+  /** Gateway origin, e.g. `https://city.example`; "" (default) = this page's origin. */
+  baseUrl?: string;
+  fetch?: typeof fetch;
+  /** Attempts for a message POST that fails on the network or with 5xx (default 3). */
+  sendAttempts?: number;
+}
+
+export class CityClient {
+  readonly token: string;
+  readonly userId: string;
+  readonly baseUrl: string;
+  private readonly fetchImpl: typeof fetch;
+  private readonly sendAttempts: number;
+
+  constructor(options: CityClientOptions) {
+    this.token = options.token;
+    this.userId = userIdFromToken(options.token);
+    this.baseUrl = (options.baseUrl ?? "").replace(/\/$/, "");
+    const f = options.fetch ?? ((...args: Parameters<typeof fetch>) => globalThis.fetch(...args));
+    this.fetchImpl = f;
+    this.sendAttempts = options.sendAttempts ?? 3;
+  }
+
+  // --- rooms ---------------------------------------------------------------------------
+
+  listRooms(params: { limit?: number; offset?: number } = {}): Promise<Room[]> {
+    return this.get("/city/rooms", params);
+  }
+
+  createRoom(body: CreateRoomBody): Promise<Room> {
+    return this.request("POST", "/city/rooms", { body });
+  }
+
+  /** The room and its latest 50 messages, oldest first. */
+  getRoom(roomId: string): Promise<RoomPage> {
+    return this.get(`/city/rooms/${encodeURIComponent(roomId)}`);
+  }
+
+  /** The page of messages before `before` (a message id), oldest first. */
+  listMessages(roomId: string, params: { before?: string; limit?: number } = {}): Promise<Message[]> {
+    return this.get(`/city/rooms/${encodeURIComponent(roomId)}/messages`, params);
+  }
+
+  /**
+   * Post as the token's user. A `client_msg_id` is made when none is given and kept
+   * across retries (network errors and 5xx), so a retry never posts twice: the gateway
+   * answers a known id with the first message.
+   */
+  async postMessage(
+    roomId: string,
+    body: string,
+    options: { clientMsgId?: string } = {},
+  ): Promise<Message> {
+    const client_msg_id = options.clientMsgId ?? newClientMsgId();
+    const path = `/city/rooms/${encodeURIComponent(roomId)}/messages`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.request<Message>("POST", path, { body: { body, client_msg_id } });
+      } catch (error) {
+        const retry =
+          error instanceof CityApiError &&
+          error.retryable &&
+          error.status !== 429 &&
+          attempt < this.sendAttempts;
+        if (!retry) throw error;
+        await delay(300 * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
+      }
+    }
+  }
+
+  // --- city ----------------------------------------------------------------------------
+
+  /** Newest first; pass the last event's id as `before` for the next page. */
+  feed(params: { limit?: number; before?: string } = {}): Promise<FeedEvent[]> {
+    return this.get("/city/feed", params);
+  }
+
+  stats(): Promise<Stats> {
+    return this.get("/city/stats");
+  }
+
+  /** Users' presence, in the order asked; unknown users are `offline`. */
+  presence(userIds: readonly string[]): Promise<PresenceList> {
+    if (userIds.length === 0) return Promise.resolve({ users: [] });
+    return this.get("/city/presence", { user_id: userIds });
+  }
+
+  // --- Second Me -----------------------------------------------------------------------
+
+  /** Errors: 429 rate_limited, 502 agent_unavailable, 504 agent_timeout, 503. */
+  askSecondMe(prompt: string): Promise<SecondMeAnswer> {
+    return this.request("POST", "/secondme/invoke", { body: { prompt } });
+  }
+
+  secondMeHistory(limit = 20): Promise<SecondMeHistoryItem[]> {
+    return this.get("/secondme/history", { limit });
+  }
+
+  // --- sockets -------------------------------------------------------------------------
+
+  roomSocket(roomId: string, options: SocketOptions = {}): RoomSocket {
+    return new RoomSocket(this.socketUrl(`/ws/city/rooms/${encodeURIComponent(roomId)}`), roomId, options);
+  }
+
+  presenceSocket(options: SocketOptions = {}): PresenceSocket {
+    return new PresenceSocket(this.socketUrl("/ws/city/presence"), this.userId, options);
+  }
+
+  /** ws(s)://… for a path, the token as `?token=` (browsers cannot set socket headers). */
+  socketUrl(path: string): string {
+    const origin =
+      this.baseUrl || (typeof location !== "undefined" ? location.origin : "http://127.0.0.1");
+    const url = new URL(path, origin);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("token", this.token);
+    return url.toString();
+  }
+
+  // --- plumbing ------------------------------------------------------------------------
+
+  private get<T>(path: string, query: Record<string, unknown> = {}): Promise<T> {
+    return this.request("GET", path, { query });
+  }
+
+  private async request<T>(
+    method: string,
+    path: string,
+    init: { query?: Record<string, unknown>; body?: unknown } = {},
+  ): Promise<T> {
+    const search = new URLSearchParams();
+    for (const [name, value] of Object.entries(init.query ?? {})) {
+      if (value === undefined || value === null) continue;
+      for (const v of Array.isArray(value) ? value : [value]) search.append(name, String(v));
+    }
+    const qs = search.toString();
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.token}` };
+    if (init.body !== undefined) headers["Content-Type"] = "application/json";
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.baseUrl}${path}${qs ? `?${qs}` : ""}`, {
+        method,
+        headers,
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+      });
+    } catch (error) {
+      throw new CityApiError(0, "network_error", `could not reach the city: ${String(error)}`);
+    }
+    if (!response.ok) throw await CityApiError.from(response);
+    return (await response.json()) as T;
+  }
+}
+
+/** A unique id for one message the user means to send once. */
+export function newClientMsgId(): string {
+  const c = globalThis.crypto as Crypto | undefined;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  return `c_${Date.now().toString(36)}_${Math.random().toString(36).slice(2)}`;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

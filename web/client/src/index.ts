@@ -1,0 +1,17 @@
+export { CityClient, newClientMsgId, type CityClientOptions } from "./client.js";
+export { CityApiError } from "./errors.js";
+export {
+  ACTIVITY_EVENTS,
+  DEVICE_STORAGE_KEY,
+  HEARTBEAT_PATH,
+  HeartbeatError,
+  PresenceHeartbeat,
+  browserEnvironment,
+  retryAfterMs,
+  tabDeviceId,
+  type PresenceEnvironment,
+  type PresenceHeartbeatOptions,
+} from "./presence.js";
+export { PresenceSocket, RoomSocket, type SocketOptions, type SocketState } from "./sockets.js";
+export { tokenClaims, userIdFromToken, type TokenClaims } from "./token.js";
+export type * from "./types.js";

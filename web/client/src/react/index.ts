@@ -1,0 +1,7 @@
+export {
+  usePresenceHeartbeat,
+  type PresenceHeartbeatState,
+  type UsePresenceHeartbeatOptions,
+} from "./usePresenceHeartbeat.js";
+export { useCityRoom, asApiError, type CityRoomState, type RoomMember } from "./useCityRoom.js";
+export { MatrixChatRoom, type MatrixChatRoomProps } from "./MatrixChatRoom.js";
