@@ -20,8 +20,8 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway bridge tests bench
-	$(BIN)/ruff format --check gateway bridge tests bench
+	$(BIN)/ruff check gateway bridge devstack tests bench
+	$(BIN)/ruff format --check gateway bridge devstack tests bench
 	$(BIN)/mypy
 
 # The browser half (web/, SPEC §14): dependencies from the lock file, then generated

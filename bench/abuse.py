@@ -240,7 +240,7 @@ def _free_port() -> int:
 
 async def script_cost(device_counts: list[int], calls: int) -> dict[int, float]:
     """EVALSHA usec_per_call for a renewal by a user with N devices (private Redis)."""
-    from gateway.presence import PresenceEngine
+    from gateway.core.presence.engine import PresenceEngine
 
     binary = shutil.which("redis-server")
     if binary is None:

@@ -146,7 +146,7 @@ the same machine as the server and Redis), {args.rounds} alternating rounds of
 {args.seconds} s; the median round of each endpoint is shown. Heartbeats with the
 internal token for {args.users:,} users round-robin, all brought online (and their
 transitions announced) before measuring, so a request is a renewal: one EVALSHA over
-the pipelined connection, answered by `FastPaths` (gateway/api/fastpath.py) ahead of the framework stack.
+the pipelined connection, answered by `FastPaths` (gateway/http/fastpath.py) ahead of the framework stack.
 Presence limits set far above their defaults (a throughput run; their checks are
 in the same EVALSHA and so in these numbers).
 

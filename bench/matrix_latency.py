@@ -39,7 +39,7 @@ from websockets.asyncio.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from gateway.settings import Settings
+from gateway.infra.settings import Settings
 from tests.servers import GatewayProcess, wait_until
 from tests.synapse_harness import SynapseHarness, free_port, matrix_overrides, start_synapse
 

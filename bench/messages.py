@@ -9,7 +9,7 @@ how much of the framework's ceiling the write path keeps. Writes bench/RESULTS.m
 All posts come from one bench user, so the server runs with the per-user message
 limit raised (`LIMIT_MESSAGES_PER_SECOND`/`_BURST`, SPEC §12: 10/s, burst 30 by
 default). The limit is still checked on every post — one Redis EVALSHA of the token
-bucket (gateway/ratelimit.py) — so the number includes its cost; only the refusals
+bucket (gateway/core/ratelimit.py) — so the number includes its cost; only the refusals
 are taken out, which would otherwise measure how fast we answer 429.
 """
 
@@ -104,7 +104,7 @@ Ratio POST / healthz: **{ratio:.2f}**. Target: ≥ 1,000 messages/s on one proce
 Where the time goes (gateway CPU from `/proc/<pid>/stat` over a wrk run, quiet
 machine): through the full FastAPI stack a POST cost the gateway about 1.25 ms of CPU
 (`/healthz` 0.29 ms), which capped one process near 800/s; about 0.5 ms of it was
-FastAPI/uvicorn handling a JSON POST. Since `FastPaths` (gateway/api/fastpath.py)
+FastAPI/uvicorn handling a JSON POST. Since `FastPaths` (gateway/http/fastpath.py)
 answers this route ahead of the framework — the same handler as the documented route,
 which still serves chunked bodies — a POST costs about 0.77 ms: the one-statement
 insert (~0.25 ms), the after-commit fanout publish (~0.15 ms), auth, parsing and the

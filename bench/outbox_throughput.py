@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.matrix_latency import matrix_stack
 from bench.results import write_section
-from gateway.db import create_pool
-from gateway.ids import new_feed_event_id, new_message_id
-from gateway.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.core.ids import new_feed_event_id, new_message_id
+from gateway.core.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.infra.db import create_pool
 from tests.servers import wait_until
 
 ROOMS = 10

@@ -31,7 +31,7 @@ from bench.fanout import run
 from bench.results import write_section
 from bench.server import BenchServer, bench_server
 from bench.ws_idle import ROOMS, make_rooms
-from gateway.room_members import RoomMembers
+from gateway.realtime.room_members import RoomMembers
 
 USERS = 100_000
 PROCESSES = 20

@@ -33,7 +33,7 @@ class BenchServer:
     pid: int
 
     def token(self, user_id: str, name: str | None = None) -> str:
-        from gateway.auth import mint_token
+        from gateway.core.auth import mint_token
 
         return mint_token(self.env["CITY_JWT_SECRET"], user_id, name)
 
@@ -54,7 +54,16 @@ def bench_server(**settings: str) -> Iterator[BenchServer]:
         **{k.upper(): v for k, v in settings.items()},
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "gateway.app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=REPO,
         env=env,
         start_new_session=True,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from bridge.matrix import MatrixError, MatrixUnavailable
 from bridge.service import EXTENSION, Bridge
-from gateway.jsonio import JSONResponse
+from gateway.infra.jsonio import JSONResponse
 
 log = logging.getLogger(__name__)
 

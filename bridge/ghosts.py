@@ -18,7 +18,7 @@ from collections import defaultdict
 from bridge import storage
 from bridge.matrix import MatrixClient
 from bridge.naming import Names, split_user_id
-from gateway.storage import Executor
+from gateway.core.storage import Executor
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ from bridge import render, storage
 from bridge.matrix import MatrixClient, MatrixError
 from bridge.naming import Names
 from bridge.outbox import CITY_MESSAGE_ID
-from gateway import metrics
-from gateway.errors import AppError
-from gateway.hooks import CityHooks
-from gateway.messages import Author, MessageService
-from gateway.models import Message
-from gateway.storage import messages as message_sql
-from gateway.storage import rooms as room_sql
+from gateway.core.errors import AppError
+from gateway.core.events import CityHooks
+from gateway.core.messages import Author, MessageService
+from gateway.core.models import Message
+from gateway.core.storage import messages as message_sql
+from gateway.core.storage import rooms as room_sql
+from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 

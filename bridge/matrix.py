@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway import metrics
+from gateway.infra import metrics
 
 CS = "/_matrix/client/v3"
 

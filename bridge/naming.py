@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from bridge.registration import ALIAS_PREFIX
-from gateway.auth import USER_ID_RE
-from gateway.ids import SLUG_RE, room_id_for_slug, slug_from_room_id
-from gateway.settings import Settings
+from gateway.core.auth import USER_ID_RE
+from gateway.core.ids import SLUG_RE, room_id_for_slug, slug_from_room_id
+from gateway.infra.settings import Settings
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-/")
 _HEX_RE = re.compile(r"^[0-9a-f]{2}$")

@@ -31,7 +31,7 @@ from bridge.ghosts import Ghosts
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
 from bridge.rooms import RoomMapper
-from gateway.models import Message
+from gateway.core.models import Message
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from bridge import storage
 from bridge.ghosts import Ghosts
 from bridge.matrix import MatrixClient
 from bridge.naming import Names
-from gateway import metrics
-from gateway.storage import Executor
+from gateway.core.storage import Executor
+from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 

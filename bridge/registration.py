@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gateway.settings import ConfigError, Settings
+from gateway.infra.settings import ConfigError, Settings
 
 # City room aliases are `#city_{slug}:S` (SPEC §9). This is deliberately not
 # MATRIX_GHOST_PREFIX: the ghost prefix is configurable, the alias form is contract.

@@ -26,8 +26,8 @@ import asyncpg
 
 from bridge.matrix import MatrixClient, MatrixError
 from bridge.naming import Names
-from gateway.models import Room
-from gateway.storage import rooms as room_sql
+from gateway.core.models import Room
+from gateway.core.storage import rooms as room_sql
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@
   straight into the room. Both are shared rooms: the context is the room's recent
   messages, never the asker's private history.
 
-"Exactly one reply" rests on the reply claims of `gateway.secondme_replies`, keyed
+"Exactly one reply" rests on the reply claims of `gateway.core.secondme.replies`, keyed
 by the triggering event id: the inbox already hands each event to listeners once,
 and the claim also covers a second path to the same event (the catch-up after a
 join, another process, a re-sent transaction). Listeners run inside Synapse's
@@ -40,19 +40,19 @@ import asyncpg
 from bridge.inbox import InboundMessage
 from bridge.matrix import CS, MatrixError, MatrixUnavailable
 from bridge.service import Bridge
-from gateway import metrics
-from gateway.agents_core import HistoryItem
-from gateway.secondme import shared_room_item
-from gateway.secondme_mentions import MentionRule
-from gateway.secondme_ratelimit import SlidingWindowLimiter
-from gateway.secondme_replies import (
+from gateway.adapters.agents_core import HistoryItem
+from gateway.core.secondme.mentions import MentionRule
+from gateway.core.secondme.ratelimit import SlidingWindowLimiter
+from gateway.core.secondme.replies import (
     AGENT_DISPLAY_NAME,
     MATRIX_DM,
     MATRIX_ROOM,
     SecondMeReplies,
 )
-from gateway.storage import rooms as rooms_sql
-from gateway.storage.secondme import ReplyClaim
+from gateway.core.secondme.service import shared_room_item
+from gateway.core.storage import rooms as rooms_sql
+from gateway.core.storage.secondme import ReplyClaim
+from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 

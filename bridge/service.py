@@ -21,13 +21,13 @@ from bridge.naming import Names
 from bridge.outbox import OutboxSender
 from bridge.presence import PresenceMirror
 from bridge.rooms import RoomMapper
-from gateway import db as database
-from gateway.models import Message, Room
+from gateway.core.models import Message, Room
+from gateway.infra import db as database
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from gateway.runtime import Runtime
+    from gateway.app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class Bridge:
 
 
 async def start_bridge(rt: Runtime, stack: AsyncExitStack) -> None:
-    """Subsystem starter (gateway.runtime.subsystem_starters)."""
+    """Subsystem starter (gateway.app.runtime.subsystem_starters)."""
     settings = rt.settings
     if not settings.matrix_enabled:
         return

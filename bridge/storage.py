@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.models import Message
-from gateway.storage import Executor
-from gateway.text import snippet
+from gateway.core.models import Message
+from gateway.core.storage import Executor
+from gateway.core.text import snippet
 
 
 # --- outbox ------------------------------------------------------------------------

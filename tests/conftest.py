@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.db import ensure_database
-from gateway.migrate import migrate
-from gateway.settings import Settings
+from gateway.infra.db import ensure_database
+from gateway.infra.migrate import migrate
+from gateway.infra.settings import Settings
 from tests.servers import InProcessGateway
 
 RUN_ID = secrets.token_hex(4)
@@ -60,7 +60,7 @@ def make_settings(**overrides: Any) -> Settings:
         "log_format": "human",
         # The suite at large drives many messages, rooms, sockets and heartbeats from a
         # few users as fast as it can; the public limits (SPEC §12) are tested at their
-        # defaults by the tests that pass SECURITY_DEFAULTS (tests/test_hardening_*).
+        # defaults by the tests that pass SECURITY_DEFAULTS (tests/*/test_hardening_*).
         **GENEROUS_LIMITS,
     }
     values.update(overrides)

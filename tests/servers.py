@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from gateway.app import create_app
-from gateway.auth import mint_token
-from gateway.settings import Settings
+from gateway.app.main import create_app
+from gateway.core.auth import mint_token
+from gateway.infra.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ class GatewayProcess(Gateway):
             [
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "gateway.app.cli",
                 "serve",
                 "--host",
                 "127.0.0.1",

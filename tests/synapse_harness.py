@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from bridge.registration import write_registration
-from gateway.devstack.synapse import (
+from devstack.synapse import (
     DEFAULT_SYNC_ONLINE_TIMEOUT_MS,
     SynapseProcess,
     SynapseStartError,
@@ -37,7 +37,7 @@ from gateway.devstack.synapse import (
     login,
     register_user,
 )
-from gateway.settings import Settings
+from gateway.infra.settings import Settings
 
 DEFAULT_SERVER_NAME = "city.test"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 def main(templates: Path, out: Path) -> None:
     from bridge.registration import render_registration
-    from gateway.settings import ConfigError, load_settings
+    from gateway.infra.settings import ConfigError, load_settings
 
     try:
         settings = load_settings()

@@ -21,8 +21,8 @@ import nio
 import pytest
 import uvicorn
 
-from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.app.main import create_app
+from gateway.infra.settings import Settings
 from tests.conftest import make_settings
 from tests.servers import Gateway, GatewayProcess, InProcessGateway, wait_until
 from tests.synapse_harness import (

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import nio
 
-from gateway.ids import new_feed_event_id, new_message_id
-from gateway.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.core.ids import new_feed_event_id, new_message_id
+from gateway.core.storage.messages import NewFeedEvent, NewMessage, insert_message
 from tests.bridge.conftest import (
     BridgeEnv,
     Element,

@@ -17,7 +17,7 @@ import contextlib
 
 from tests.bridge.conftest import BridgeEnv, MakeElement, StartBridged
 from tests.bridge.test_presence_mirror import _presence, _wait_presence
-from tests.test_presence_ws import PrivateRedis, private_redis
+from tests.realtime.test_presence_ws import PrivateRedis, private_redis
 
 __all__ = ["private_redis"]  # the fixture, re-used
 

@@ -1,9 +1,10 @@
 """A browser's heartbeats, through the gateway and the bridge, as Element sees them.
 
-The other presence tests stop at one side: the city API (tests/test_presence_*.py)
-or the bridge's mirror driven directly (test_presence_mirror.py). This one drives
-the real endpoint with the user's JWT — and the sendBeacon form on page close — and
-reads the ghost's presence back with matrix-nio.
+The other presence tests stop at one side: the city API (tests/http/test_presence_api.py,
+tests/realtime/test_presence_*.py) or the bridge's mirror driven directly
+(test_presence_mirror.py). This one drives the real endpoint with the user's JWT —
+and the sendBeacon form on page close — and reads the ghost's presence back with
+matrix-nio.
 """
 
 from __future__ import annotations

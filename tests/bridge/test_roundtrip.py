@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.models import Message
+from gateway.core.models import Message
 from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, StartBridged, city_body
 from tests.servers import wait_until
 

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.inbox import InboundMessage
 from bridge.secondme_bot import TRIGGER_KEY
-from gateway.secondme_replies import UNAVAILABLE_NOTICE
+from gateway.core.secondme.replies import UNAVAILABLE_NOTICE
 from tests.bridge.conftest import (
     BridgeEnv,
     Element,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.app.main import create_app
+from gateway.infra.settings import Settings
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ export interface paths {
          * Post Message
          * @description Post as the token's user; the same `client_msg_id` again returns the first (200).
          *
-         *     Normally answered by `FastPaths` (gateway.api.fastpath) before this route; both
+         *     Normally answered by `FastPaths` (gateway.http.fastpath) before this route; both
          *     call `handle_post_message`, so the answers are the same.
          */
         post: operations["post_message_city_rooms__room_id__messages_post"];

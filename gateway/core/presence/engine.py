@@ -1,0 +1,418 @@
+"""Presence engine: whether each user is online, away or offline, kept in Redis.
+
+A user is the sum of their devices (tabs), so the state is derived, never set, and it
+is derived inside one Lua script (``scripts.lua``) per operation. The script
+compares against the user's previously *declared* state in the same atomic step and
+reports the transition, so with any number of gateway processes exactly one caller
+learns about each transition, and only that caller publishes it. The engine itself
+publishes nothing: it returns transitions to whoever wires it to the sockets.
+
+Nothing in Redis expires "by itself" in a way we rely on: keyspace notifications are
+lossy, so a deadline ZSET records when each user's state may next change (a device
+expiry, or the end of an offline grace) and any process may :meth:`sweep` it. Time is
+always Redis's ``TIME``; gateway clocks never enter a decision.
+
+A heartbeat costs the same whatever the number of devices or users (SPEC §12): the
+script keeps a count of the user's online devices instead of walking them, and the
+per-user device cap and per-device heartbeat budget are checked in that same call
+(a refused call raises :class:`PresenceRefused` and changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from gateway.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Status = Literal["online", "away", "offline"]
+_STATUSES: dict[str, Status] = {"online": "online", "away": "away", "offline": "offline"}
+
+DEFAULT_DEVICE = "default"
+# Heartbeat statuses meaning "away"; Matrix calls it "unavailable".
+_AWAY_STATUSES = frozenset({"away", "unavailable"})
+# How long a sweeper owns the users it claimed; if it dies mid-sweep another process
+# picks them up after this, still well inside the "offline within TTL + 5 s" budget.
+_CLAIM_LEASE_MS = 2_000
+
+TransitionSink = Callable[[list["PresenceTransition"]], Awaitable[None]]
+
+
+class PresenceRefused(Exception):
+    """A heartbeat over a limit: ``too_many_devices`` or ``rate_limited``."""
+
+    def __init__(self, code: str, retry_after_ms: int) -> None:
+        super().__init__(f"presence heartbeat refused: {code}")
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceState:
+    user_id: str
+    status: Status
+    last_active_ago: int  # ms; 0 for a user never seen
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceTransition:
+    user_id: str
+    previous: Status
+    status: Status
+    last_active_ago: int  # ms
+
+
+@cache
+def _script_source() -> str:
+    return (
+        resources.files("gateway.core.presence").joinpath("scripts.lua").read_text(encoding="utf-8")
+    )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _status(value: object) -> Status:
+    try:
+        return _STATUSES[str(value)]
+    except KeyError:
+        raise RuntimeError(f"presence script returned unknown status {value!r}") from None
+
+
+class PresenceEngine:
+    """Device heartbeats in, user-level transitions out; state lives only in Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        ttl_seconds: float,
+        away_after_seconds: float,
+        offline_grace_seconds: float,
+        retention_seconds: float = 86_400,
+        max_devices: int | None = None,
+        heartbeats_per_second: float | None = None,
+        heartbeat_burst: int = 1,
+    ) -> None:
+        """``max_devices`` caps a user's live devices; ``heartbeats_per_second`` with
+        ``heartbeat_burst`` is each device's heartbeat budget. None: no limit."""
+        if ttl_seconds <= 0 or away_after_seconds <= 0:
+            raise ValueError("ttl_seconds and away_after_seconds must be positive")
+        if offline_grace_seconds < 0 or retention_seconds < 0:
+            raise ValueError("offline_grace_seconds and retention_seconds must be >= 0")
+        if max_devices is not None and max_devices < 1:
+            raise ValueError("max_devices must be >= 1 (or None)")
+        if heartbeats_per_second is not None and heartbeats_per_second <= 0:
+            raise ValueError("heartbeats_per_second must be positive (or None)")
+        if heartbeat_burst < 1:
+            raise ValueError("heartbeat_burst must be >= 1")
+        self._redis = redis
+        self._ttl_ms = _ms(ttl_seconds)
+        self._away_after_ms = _ms(away_after_seconds)
+        self._grace_ms = _ms(offline_grace_seconds)
+        # How long an offline user's last activity is remembered for get_statuses.
+        self._retention_ms = _ms(retention_seconds)
+        self._max_devices = max_devices or 0  # 0: no cap (the script's convention)
+        # GCRA: one heartbeat per interval, and burst-1 intervals of credit.
+        self._beat_interval_ms = 0.0
+        self._beat_tolerance_ms = 0.0
+        if heartbeats_per_second is not None:
+            self._beat_interval_ms = 1000 / heartbeats_per_second
+            self._beat_tolerance_ms = self._beat_interval_ms * (heartbeat_burst - 1)
+        # User ids only ever end a key, so no id (colons, braces, unicode) can make
+        # two users share a key or escape the prefix.
+        base = f"{prefix}presence:"
+        self._spec_base = f"{base}user:"
+        self._devices_base = f"{base}devices:"
+        self._state_base = f"{base}state:"
+        self._rate_base = f"{base}rate:"
+        self._deadlines = f"{base}deadlines"
+        self._online = f"{base}online"
+        self._script = redis.register_script(_script_source())
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> PresenceEngine:
+        return cls(
+            redis,
+            prefix=settings.city_redis_prefix,
+            ttl_seconds=settings.presence_ttl_seconds,
+            away_after_seconds=settings.presence_away_after_seconds,
+            offline_grace_seconds=settings.presence_offline_grace_seconds,
+            max_devices=settings.limit_presence_devices,
+            heartbeats_per_second=settings.limit_heartbeats_per_second,
+            heartbeat_burst=settings.limit_heartbeats_burst,
+        )
+
+    def spec_key(self, user_id: str) -> str:
+        """The SPEC's ``presence:user:{user_id}`` key (with the configured prefix)."""
+        return self._spec_base + user_id
+
+    def _keys(self, user_id: str) -> list[str]:
+        return [
+            self._devices_base + user_id,
+            self._state_base + user_id,
+            self._spec_base + user_id,
+            self._deadlines,
+            self._online,
+        ]
+
+    def _device_keys(self, user_id: str, device: str) -> list[str]:
+        keys = self._keys(user_id)
+        if self._beat_interval_ms:
+            # The user id's length makes (user, device) -> key one-to-one.
+            keys.append(f"{self._rate_base}{len(user_id)}:{user_id}{device}")
+        return keys
+
+    @property
+    def ttl_ms(self) -> int:
+        return self._ttl_ms
+
+    @property
+    def script_sha(self) -> str:
+        return self._script.sha
+
+    @property
+    def script_source(self) -> str:
+        return _script_source()
+
+    def heartbeat_call(
+        self,
+        user_id: str,
+        device_id: str | None,
+        status: str | None = None,
+        last_active_ago: int | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`heartbeat`.
+
+        For a caller that runs the script over its own connection (the hot HTTP path
+        pipelines EVALSHAs); :func:`outcome` reads the reply.
+        """
+        if status is None or status == "online":
+            away = 0
+        elif status in _AWAY_STATUSES:
+            away = 1
+        else:
+            raise ValueError(f"heartbeat status must be online or away, not {status!r}")
+        lag = -1 if last_active_ago is None else max(0, int(last_active_ago))
+        device = DEFAULT_DEVICE if device_id is None else device_id
+        args: list[Any] = [
+            "beat",
+            user_id,
+            self._retention_ms,
+            device,
+            away,
+            lag,
+            self._ttl_ms,
+            self._away_after_ms,
+            self._max_devices,
+            self._beat_interval_ms,
+            self._beat_tolerance_ms,
+        ]
+        return self._device_keys(user_id, device), args
+
+    def device_offline_call(
+        self, user_id: str, device_id: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`device_offline`."""
+        device = DEFAULT_DEVICE if device_id is None else device_id
+        args: list[Any] = [
+            "gone",
+            user_id,
+            self._retention_ms,
+            device,
+            self._grace_ms,
+            self._beat_interval_ms,
+            self._beat_tolerance_ms,
+        ]
+        return self._device_keys(user_id, device), args
+
+    def seed_call(
+        self, user_id: str, status: Status, last_active_ago: int, window_ms: int
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the script for :meth:`seed`."""
+        if status == "offline":
+            raise ValueError("only an online or away user is re-declared")
+        args: list[Any] = [
+            "seed",
+            user_id,
+            self._retention_ms,
+            status,
+            max(0, int(last_active_ago)),
+            max(1, int(window_ms)),
+        ]
+        return self._keys(user_id), args
+
+    async def heartbeat(
+        self,
+        user_id: str,
+        device_id: str | None,
+        status: str | None = None,
+        last_active_ago: int | None = None,
+    ) -> tuple[PresenceState, PresenceTransition | None]:
+        """Record that a device is alive; one EVALSHA, as this is the hottest path.
+
+        ``status`` is ``online`` (or None) or ``away``/``unavailable``; going offline
+        is :meth:`device_offline`, so a stray "offline" here is an error, not a guess.
+        """
+        keys, args = self.heartbeat_call(user_id, device_id, status, last_active_ago)
+        return outcome(user_id, await self._script(keys=keys, args=args))
+
+    async def device_offline(
+        self, user_id: str, device_id: str | None
+    ) -> tuple[PresenceState, PresenceTransition | None]:
+        """Drop a device now (beacon, socket closed); the user follows after the grace.
+
+        While the grace runs the user keeps their declared state (and the returned
+        state says so); :meth:`sweep` declares offline when it ends, unless a heartbeat
+        came first. With a zero grace the transition is returned right here.
+        """
+        keys, args = self.device_offline_call(user_id, device_id)
+        return outcome(user_id, await self._script(keys=keys, args=args))
+
+    async def seed(
+        self, user_id: str, status: Status, last_active_ago: int, window_ms: int | None = None
+    ) -> PresenceState:
+        """After Redis lost its data: re-declare a user last seen online/away.
+
+        Only if Redis knows nothing about the user (a heartbeat since, or another
+        process's seed, wins). The user keeps ``status`` for ``window_ms`` (default: the
+        device TTL, so every tab still open has beaten by then) and then goes offline
+        through :meth:`sweep`, which hands the transition to exactly one caller; a
+        heartbeat inside the window cancels it, like a reconnect inside the grace.
+        """
+        window = self._ttl_ms if window_ms is None else window_ms
+        keys, args = self.seed_call(user_id, status, last_active_ago, window)
+        state, _ = outcome(user_id, await self._script(keys=keys, args=args))
+        return state
+
+    async def online_users(self, limit: int) -> list[str]:
+        """Up to ``limit`` users online or away (SSCAN: for rare catch-ups, not hot paths)."""
+        users: list[str] = []
+        async for user_id in self._redis.sscan_iter(self._online, count=1000):
+            users.append(user_id)
+            if len(users) >= limit:
+                break
+        return users
+
+    async def sweep(self, limit: int = 500) -> list[PresenceTransition]:
+        """Settle users whose deadline passed; each transition goes to one caller only.
+
+        Claiming (moving the users' deadlines forward by a lease) keeps concurrent
+        sweepers from doing the same work; exactly-once itself comes from the settle
+        step comparing and writing the declared state atomically.
+        """
+        due = cast(
+            "list[str]",
+            await self._script(keys=[self._deadlines], args=["due", limit, _CLAIM_LEASE_MS]),
+        )
+        if not due:
+            return []
+        # The "due" call just made sure the script is loaded, so plain EVALSHA is safe
+        # (a SCRIPT FLUSH in between only delays these users by one lease).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id in due:
+                keys = self._keys(user_id)
+                pipe.evalsha(
+                    self._script.sha, len(keys), *keys, "settle", user_id, self._retention_ms
+                )
+            replies = await pipe.execute()
+        transitions = []
+        for user_id, reply in zip(due, replies, strict=True):
+            _, transition = outcome(user_id, reply)
+            if transition is not None:
+                transitions.append(transition)
+        return transitions
+
+    async def get_statuses(self, user_ids: Sequence[str]) -> list[PresenceState]:
+        """Declared state of each user, in order, in one round trip; unknown = offline."""
+        if not user_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for user_id in user_ids:
+                pipe.hmget(self._state_base + user_id, "state", "active")
+            server_time, *rows = await pipe.execute()
+        seconds, micros = server_time
+        now = int(seconds) * 1000 + int(micros) // 1000
+        states = []
+        for user_id, (state, active) in zip(user_ids, rows, strict=True):
+            ago = max(0, now - int(active)) if active is not None else 0
+            states.append(PresenceState(user_id, _status(state or "offline"), ago))
+        return states
+
+    async def count_online(self) -> int:
+        """Users online or away: SCARD of a set kept by the scripts, O(1) at any size."""
+        return int(await self._redis.scard(self._online))
+
+    async def run_sweeper(
+        self,
+        on_transitions: TransitionSink,
+        *,
+        interval_seconds: float,
+        limit: int = 500,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Sweep until cancelled (or ``stop`` is set), handing transitions to the caller.
+
+        A failed sweep or callback is logged and retried on the next tick: a Redis
+        hiccup must not end the only thing that declares users offline. Setting
+        ``stop`` ends the loop between sweeps, so no claimed and settled transition is
+        lost to a cancellation in the middle of one (graceful shutdown).
+        """
+        failing = False
+        while stop is None or not stop.is_set():
+            transitions: list[PresenceTransition] = []
+            try:
+                transitions = await self.sweep(limit)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Once per outage, not once per tick: Redis may be down for minutes.
+                if not failing:
+                    log.exception("presence sweep failed; retrying every tick")
+                failing = True
+            else:
+                if failing:
+                    log.info("presence sweeping works again")
+                failing = False
+            if transitions:
+                try:
+                    await on_transitions(transitions)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("handing over presence transitions failed")
+            # A full batch means more are due: go again without waiting.
+            if len(transitions) < limit:
+                if stop is None:
+                    await asyncio.sleep(interval_seconds)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), interval_seconds)
+
+
+def outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
+    """The user's state and transition (if any) from a per-user script reply.
+
+    Raises :class:`PresenceRefused` for a heartbeat the script refused.
+    """
+    if len(reply) == 2:
+        raise PresenceRefused(str(reply[0]), int(reply[1]))
+    previous, status, ago = _status(reply[0]), _status(reply[1]), int(reply[2])
+    transition = None
+    if previous != status:
+        transition = PresenceTransition(user_id, previous, status, ago)
+    return PresenceState(user_id, status, ago), transition
