@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint services venv clean bench web web-check chromium
+.PHONY: dev test lint services venv clean bench web web-check chromium compose-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway bridge devstack tests bench
 	$(BIN)/ruff format --check gateway bridge devstack tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The browser half (web/, SPEC §14): dependencies from the lock file, then generated
 # API types current, client + app build, type check and unit tests (Vitest).
@@ -41,7 +42,13 @@ web-check: $(STAMP) $(WEB_DEPS)
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) services lint web-check chromium
+# The compose files (base and the Synapse-workers profile) are valid: no Docker engine
+# here, so Debian's docker-compose parses them; nginx checks the generated proxy config.
+compose-check: $(STAMP)
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose nginx-light >/dev/null; }
+	PYTHON=$(BIN)/python bash scripts/check-compose.sh
+
+test: $(STAMP) services lint web-check chromium compose-check
 	CITY_WEB_TESTS=required $(BIN)/pytest -q $(PYTEST_ARGS)
 
 dev: $(STAMP)

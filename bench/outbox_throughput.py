@@ -31,10 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.matrix_latency import matrix_stack
 from bench.results import write_section
+from bridge.storage import OutboxQueue
 from gateway.core.ids import new_feed_event_id, new_message_id
-from gateway.core.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.core.storage.messages import (
+    AUTHOR_NAME,
+    STORED,
+    NewFeedEvent,
+    NewMessage,
+    insert_message,
+    insert_statement,
+)
 from gateway.infra.db import create_pool
 from tests.servers import wait_until
+
+# The insert as the gateway runs it with the bridge on: the outbox row in the same statement.
+QUEUED_INSERT = insert_statement(OutboxQueue().queue_statement(STORED, AUTHOR_NAME))
 
 ROOMS = 10
 
@@ -146,8 +157,8 @@ async def run(per_room: int) -> dict[str, Any]:
                             kind="room_message",
                             payload={"body": body, "source": "city", "message_id": mid},
                         ),
-                        True,
-                        f"Writer {i}",
+                        queued=QUEUED_INSERT,
+                        author_name=f"Writer {i}",
                     )
         gw.http = httpx.AsyncClient(base_url=gw.base_url, timeout=30)
         t0 = time.perf_counter()

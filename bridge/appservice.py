@@ -16,16 +16,20 @@ from functools import wraps
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyQuery, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from bridge.matrix import MatrixError, MatrixUnavailable
-from bridge.service import EXTENSION, Bridge
-from gateway.infra.jsonio import JSONResponse
+from bridge.service import Bridge
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["matrix appservice"])
+# The handlers return their own responses; this class only lets FastAPI document the
+# `responses=` models below (it writes `string` for a non-JSONResponse class).
+router = APIRouter(tags=["matrix appservice"], default_response_class=JSONResponse)
 PREFIX = "/_matrix/app/v1"
 
 
@@ -65,7 +69,8 @@ def _homeserver_errors(handler: Handler) -> Handler:
 
 def _authorise(request: Request) -> Bridge | Response:
     """The bridge if the caller is Synapse; else the error response to send."""
-    bridge: Bridge | None = request.app.state.runtime.extensions.get(EXTENSION)
+    # The app's Runtime holds the bridge as `bridge` (None when it is not configured).
+    bridge: Bridge | None = request.app.state.runtime.bridge
     if bridge is None:
         return _error(404, "M_UNRECOGNIZED", "the Matrix bridge is not enabled")
     token: str | None = None
@@ -154,6 +159,76 @@ async def ping(request: Request) -> Response:
     return JSONResponse({})
 
 
+# --- the document (/openapi.json): what each route answers --------------------------
+
+
+class EmptyOut(BaseModel):
+    """`{}`: success, as the appservice API answers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class MatrixErrorOut(BaseModel):
+    """Matrix's error shape (Synapse is the client of these routes)."""
+
+    errcode: str
+    error: str
+
+
+class BodyTooLargeOut(BaseModel):
+    """413 from the gateway's body limit, in the city's error shape."""
+
+    code: str
+    message: str
+
+
+_MATRIX_ERRORS = {
+    400: "M_NOT_JSON / M_BAD_JSON: the body is not a JSON object (with an `events` list)",
+    401: "M_UNAUTHORIZED: no hs_token",
+    403: "M_FORBIDDEN: not Synapse's hs_token",
+    404: "M_UNRECOGNIZED: the bridge is off; M_NOT_FOUND: no such user or room",
+    502: "M_UNKNOWN: the homeserver refused a call this answer needs",
+    503: "M_UNKNOWN: the homeserver could not be reached (Retry-After)",
+}
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {200: {"model": EmptyOut, "description": "`{}`"}}
+    for status in statuses:
+        out[status] = {"model": MatrixErrorOut, "description": _MATRIX_ERRORS[status]}
+    if 503 in out:
+        out[503]["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}
+    out[413] = {"model": BodyTooLargeOut, "description": "over the body limit"}
+    return out
+
+
+def _json_body(properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties}
+    return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
+# Only what is checked is typed: events that are not Matrix events are skipped (and
+# counted), and the ping's `transaction_id` is not read.
+_TRANSACTION_BODY = _json_body(
+    {"events": {"type": "array", "description": "Matrix events; malformed ones are ignored"}}
+)
+_PING_BODY = _json_body({"transaction_id": {"description": "not read"}})
+
+
+# Document who may call (`auto_error=False`: they refuse nothing; `_authorise` checks).
+_SYNAPSE = [
+    Security(HTTPBearer(auto_error=False, scheme_name="hsToken", description="Synapse's hs_token")),
+    Security(
+        APIKeyQuery(
+            name="access_token",
+            auto_error=False,
+            scheme_name="hsTokenQuery",
+            description="hs_token, the legacy way (homeservers before Matrix 1.4)",
+        )
+    ),
+]
+
+
 for _prefix, _in_schema in ((PREFIX, True), ("", False)):
     router.add_api_route(
         f"{_prefix}/transactions/{{txn_id}}",
@@ -161,6 +236,9 @@ for _prefix, _in_schema in ((PREFIX, True), ("", False)):
         methods=["PUT"],
         include_in_schema=_in_schema,
         summary="Synapse pushes a transaction of events",
+        responses=_responses(400, 401, 403, 404, 502, 503),
+        dependencies=_SYNAPSE,
+        openapi_extra=_TRANSACTION_BODY,
     )
     router.add_api_route(
         f"{_prefix}/users/{{user_id}}",
@@ -168,6 +246,8 @@ for _prefix, _in_schema in ((PREFIX, True), ("", False)):
         methods=["GET"],
         include_in_schema=_in_schema,
         summary="Synapse asks whether a user in our namespace exists",
+        responses=_responses(401, 403, 404, 502, 503),
+        dependencies=_SYNAPSE,
     )
     router.add_api_route(
         f"{_prefix}/rooms/{{alias}}",
@@ -175,5 +255,15 @@ for _prefix, _in_schema in ((PREFIX, True), ("", False)):
         methods=["GET"],
         include_in_schema=_in_schema,
         summary="Synapse asks for a room alias in our namespace",
+        responses=_responses(401, 403, 404, 502, 503),
+        dependencies=_SYNAPSE,
     )
-router.add_api_route(f"{PREFIX}/ping", ping, methods=["POST"], summary="Synapse's ping")
+router.add_api_route(
+    f"{PREFIX}/ping",
+    ping,
+    methods=["POST"],
+    summary="Synapse's ping",
+    responses=_responses(400, 401, 403, 404),
+    dependencies=_SYNAPSE,
+    openapi_extra=_PING_BODY,
+)

@@ -11,13 +11,17 @@ What Matrix may change in the city (SPEC §12): a redaction removes a city messa
 only if its sender is the message's Matrix author or has the room's `redact` power
 level; an edit applies only from the original sender; both only from the message's
 own room. Anything else is dropped and counted in `city_matrix_events_ignored_total`.
+
+City data changes only through gateway.core's MessageService (post, edit, delete,
+record_matrix_event_id), inside the event's transaction; after commit the inbox
+announces what changed (`message_posted` / `message_edited` / `message_deleted`),
+so sockets and NATS hear of Matrix changes like any city change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,26 +29,19 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from bridge import render, storage
-from bridge.matrix import MatrixClient, MatrixError
+from bridge import metrics, render, storage
 from bridge.naming import Names
 from bridge.outbox import CITY_MESSAGE_ID
+from bridge.power_levels import POWER_LEVELS_EVENT, PowerLevels
 from gateway.core.errors import AppError
 from gateway.core.events import CityHooks
 from gateway.core.messages import Author, MessageService
 from gateway.core.models import Message
-from gateway.core.storage import messages as message_sql
 from gateway.core.storage import rooms as room_sql
-from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
-# How long a room's power levels are trusted without asking Synapse again. A change
-# arriving in a transaction to this process drops the cached copy at once; the TTL
-# bounds how stale another process's copy can be.
-POWER_LEVELS_TTL_SECONDS = 10.0
-_POWER_LEVELS = "m.room.power_levels"
 
 PROCESSED = Counter(
     "city_matrix_inbox_events", "Matrix events processed by this process", ["state"]
@@ -74,6 +71,8 @@ class _Outcome:
     state: str  # done | dropped
     detail: str | None = None
     posted: Message | None = None
+    edited: Message | None = None
+    deleted: Message | None = None
     inbound: InboundMessage | None = None
 
 
@@ -83,67 +82,6 @@ class InboxListeners:
 
     messages: list[InboundListener] = field(default_factory=list)
     events: list[EventListener] = field(default_factory=list)
-
-
-class PowerLevels:
-    """Who may redact others' events in a room: its `m.room.power_levels`, read as the
-    bot through the client-server API and cached briefly per room.
-
-    Synapse delivers redactions from unprivileged federated users (room versions ≥ 3
-    check them only when serving), so the inbox asks this before applying one.
-    """
-
-    def __init__(
-        self, matrix: MatrixClient, bot: str, ttl_seconds: float = POWER_LEVELS_TTL_SECONDS
-    ) -> None:
-        self._matrix = matrix
-        self._bot = bot
-        self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-
-    def invalidate(self, matrix_room_id: str) -> None:
-        self._cache.pop(matrix_room_id, None)
-
-    async def can_redact(self, matrix_room_id: str, user_id: str) -> bool:
-        """`user_id` has the room's `redact` level. Synapse unreachable: raises (retry)."""
-        content = await self._content(matrix_room_id)
-        if content is None:
-            return False  # no power levels we can read: only authors may redact
-        users = content.get("users")
-        level = users.get(user_id) if isinstance(users, dict) else None
-        if level is None:
-            level = content.get("users_default", 0)
-        return _level(level, 0) >= _level(content.get("redact", 50), 50)
-
-    async def _content(self, matrix_room_id: str) -> dict[str, Any] | None:
-        cached = self._cache.get(matrix_room_id)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            content = await self._matrix.state(matrix_room_id, _POWER_LEVELS, user_id=self._bot)
-        except MatrixError as exc:
-            if exc.transient:
-                raise
-            # 403: the bot is not in the room; nobody there is privileged for us.
-            log.warning("reading the power levels of %s failed: %s", matrix_room_id, exc)
-            content = None
-        self._cache[matrix_room_id] = (now + self._ttl, content)
-        return content
-
-
-def _level(value: Any, default: int) -> int:
-    """A power level as Matrix allows it (old rooms may carry integers as strings)."""
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return default
-    return default
 
 
 def _ignored(reason: str, detail: str) -> _Outcome:
@@ -183,7 +121,7 @@ class Inbox:
             if event.event_id not in seen:
                 seen.add(event.event_id)
                 stored.append(event)
-            if event.type == _POWER_LEVELS and event.room_id is not None:
+            if event.type == POWER_LEVELS_EVENT and event.room_id is not None:
                 # Before anything of this batch is processed: a redaction right after a
                 # demotion is judged by the new levels.
                 self._power.invalidate(event.room_id)
@@ -214,8 +152,13 @@ class Inbox:
         PROCESSED.labels(outcome.state).inc()
         if outcome.state == "dropped":
             log.debug("Matrix event %s dropped: %s", event_id, outcome.detail)
+        # After commit, like every city change: sockets and NATS hear of it.
         if outcome.posted is not None:
             await self._hooks.emit_message(outcome.posted)
+        if outcome.edited is not None:
+            await self._hooks.emit_message_edited(outcome.edited)
+        if outcome.deleted is not None:
+            await self._hooks.emit_message_deleted(outcome.deleted)
         for listener in self.listeners.events:
             await _safely(listener, event)
         if outcome.inbound is not None:
@@ -264,7 +207,9 @@ class Inbox:
         message_id = content.get(CITY_MESSAGE_ID)
         event_id = event["event_id"]
         if event.get("type") == "m.room.message" and isinstance(message_id, str):
-            await storage.set_event_id_if_missing(conn, message_id, event_id)
+            await self._messages.record_matrix_event_id(
+                message_id, event_id, only_if_missing=True, db=conn
+            )
         return _Outcome("dropped", "echo")
 
     async def _message(
@@ -326,7 +271,7 @@ class Inbox:
         new_content = content.get("m.new_content")
         if not isinstance(target_id, str) or not isinstance(new_content, dict):
             return _Outcome("dropped", "malformed edit")
-        target = await message_sql.get_by_matrix_event_id(conn, target_id)
+        target = await self._messages.find_by_matrix_event(target_id, db=conn)
         if target is None:
             return _Outcome("dropped", "edit of a message we do not have")
         if not await _in_room(conn, target, matrix_room_id):
@@ -338,8 +283,11 @@ class Inbox:
         body = render.message_body(new_content, self._max_chars)
         if body is None:
             return _Outcome("dropped", "edit with unsupported content")
-        await storage.edit_message_body(conn, target.id, body)
-        return _Outcome("done", f"edited {target.id}")
+        try:
+            edited = await self._messages.edit(target.id, body, db=conn)
+        except AppError as exc:
+            return _Outcome("dropped", f"rejected: {exc.code}: {exc.message}")
+        return _Outcome("done", f"edited {target.id}", edited=edited)
 
     async def _redaction(
         self,
@@ -353,7 +301,7 @@ class Inbox:
         target_id = event.get("redacts") or content.get("redacts")
         if not isinstance(target_id, str):
             return _Outcome("dropped", "malformed redaction")
-        target = await message_sql.get_by_matrix_event_id(conn, target_id)
+        target = await self._messages.find_by_matrix_event(target_id, db=conn)
         if target is None:
             return _Outcome("dropped", "redaction of a message we do not have")
         if not await _in_room(conn, target, matrix_room_id):
@@ -367,8 +315,9 @@ class Inbox:
             matrix_room_id, sender
         ):
             return _ignored("redaction_not_permitted", f"{sender} redacts {target.id}")
-        await storage.delete_message(conn, target.id)
-        return _Outcome("done", f"removed {target.id} (redacted by {sender})")
+        deleted = await self._messages.delete(target.id, db=conn)
+        await storage.forget_outbox_message(conn, target.id)
+        return _Outcome("done", f"removed {target.id} (redacted by {sender})", deleted=deleted)
 
 
 async def _in_room(conn: asyncpg.Connection, target: Message, matrix_room_id: str) -> bool:

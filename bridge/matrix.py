@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.infra import metrics
+from bridge import metrics
+from gateway.infra.metrics import timed
 
 CS = "/_matrix/client/v3"
 
@@ -275,7 +276,7 @@ class MatrixClient:
     async def send(
         self, room_id: str, event_type: str, txn_id: str, content: dict[str, Any], user_id: str
     ) -> str:
-        with metrics.timed(metrics.MATRIX_SEND_SECONDS, metrics.MATRIX_SEND_FAILURES):
+        with timed(metrics.MATRIX_SEND_SECONDS, metrics.MATRIX_SEND_FAILURES):
             data = await self.request(
                 "PUT",
                 f"{CS}/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}",

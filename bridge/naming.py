@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bridge.registration import ALIAS_PREFIX
 from gateway.core.auth import USER_ID_RE
 from gateway.core.ids import SLUG_RE, room_id_for_slug, slug_from_room_id
+from gateway.core.ports import MatrixIdentity, NoMatrixIdentity
 from gateway.infra.settings import Settings
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-/")
@@ -153,3 +155,23 @@ class Names:
             return None
         slug = localpart[len(ALIAS_PREFIX) :]
         return room_id_for_slug(slug) if SLUG_RE.match(slug) else None
+
+
+class GhostIdentity:
+    """The core's MatrixIdentity port: a city user's Matrix id is their ghost's.
+
+    Cached: presence answers name the same few users over and over.
+    """
+
+    def __init__(self, names: Names) -> None:
+        self._ghost_for = lru_cache(maxsize=65_536)(names.ghost_for)
+
+    def matrix_user_id(self, user_id: str) -> str | None:
+        return self._ghost_for(user_id)
+
+
+def matrix_identity(settings: Settings) -> MatrixIdentity:
+    """Ghost ids when the bridge is configured; no Matrix id otherwise."""
+    if not settings.matrix_enabled or not settings.matrix_server_name:
+        return NoMatrixIdentity()
+    return GhostIdentity(Names.from_settings(settings))

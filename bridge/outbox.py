@@ -31,7 +31,9 @@ from bridge.ghosts import Ghosts
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
 from bridge.rooms import RoomMapper
+from gateway.core.messages import MessageService
 from gateway.core.models import Message
+from gateway.infra.backoff import delay as retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,11 @@ class _Retry(Exception):
 
 
 def backoff(attempts: int, cap: float) -> float:
-    """0.5 s doubling per attempt up to `cap`, with jitter so rooms do not retry in step."""
-    base: float = min(cap, 0.5 * 2 ** min(attempts, 20))
-    return base * random.uniform(0.5, 1.0)
+    """0.5 s doubling per attempt up to `cap`, jittered so rooms do not retry in step.
+
+    At least half the step: a failing Synapse is not retried in a burst.
+    """
+    return retry_delay(attempts, base=0.5, cap=cap, floor=0.5)
 
 
 def message_content(message: Message) -> dict[str, Any]:
@@ -79,6 +83,7 @@ class OutboxSender:
         names: Names,
         rooms: RoomMapper,
         ghosts: Ghosts,
+        messages: MessageService,
         *,
         concurrency: int,
         poll_seconds: float,
@@ -91,6 +96,7 @@ class OutboxSender:
         self._names = names
         self._rooms = rooms
         self._ghosts = ghosts
+        self._messages = messages  # records the event id: the bridge never writes city tables
         self._concurrency = concurrency
         self._poll = poll_seconds
         self._retry_max = retry_max_seconds
@@ -215,7 +221,9 @@ class OutboxSender:
             )
             await storage.retry_outbox_row(conn, head.id, delay, retry.error, retry.uncertain)
             return False
-        await storage.finish_outbox_row(conn, head.id, head.message_id, event_id)
+        await storage.finish_outbox_row(conn, head.id)
+        if event_id is not None:
+            await self._messages.record_matrix_event_id(head.message_id, event_id, db=conn)
         return True
 
     async def _deliver(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> str | None:

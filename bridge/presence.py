@@ -44,12 +44,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge import storage
+from bridge import metrics, storage
 from bridge.ghosts import Ghosts
 from bridge.matrix import MatrixClient
 from bridge.naming import Names
 from gateway.core.storage import Executor
-from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 

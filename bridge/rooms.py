@@ -27,6 +27,7 @@ import asyncpg
 from bridge.matrix import MatrixClient, MatrixError
 from bridge.naming import Names
 from gateway.core.models import Room
+from gateway.core.rooms import RoomService
 from gateway.core.storage import rooms as room_sql
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ _CREATE_LOCK = "city_room_matrix:"
 
 
 class RoomMapper:
-    def __init__(self, db: asyncpg.Pool, matrix: MatrixClient, names: Names) -> None:
+    def __init__(
+        self, db: asyncpg.Pool, matrix: MatrixClient, names: Names, city_rooms: RoomService
+    ) -> None:
         self._db = db
+        self._city_rooms = city_rooms  # writes the mapping: the bridge never writes city tables
         self._matrix = matrix
         self._names = names
         self._known: dict[str, str] = {}  # city room id -> Matrix room id
@@ -110,7 +114,9 @@ class RoomMapper:
                 if matrix_room_id is None:
                     matrix_room_id = await self._create(fresh)
                     alias = self._names.alias_for(room.id)
-                    await room_sql.set_matrix_mapping(conn, room.id, matrix_room_id, alias)
+                    await self._city_rooms.record_matrix_mapping(
+                        room.id, matrix_room_id, alias, db=conn
+                    )
             self._known[room.id] = matrix_room_id
             return matrix_room_id
 

@@ -6,7 +6,8 @@
   hour, counted in Redis across processes (each joined room is work for us and a
   way to make Second Me talk somewhere).
 - A DM (a non-bridged room where Second Me and the sender are the only members) gets
-  a reply to every text message, sent straight into the room as `@secondme`; the
+  a reply to every text message, sent straight into the room as `@secondme` (by
+  bridge.secondme_channel, the replies engine's MatrixReplyChannel); the
   conversation is the Matrix user's Second Me history (keyed by their Matrix id).
 - In a bridged room, a message that mentions Second Me (`m.mentions`, a pill link,
   or `@secondme` in the body) gets its reply as a city message by the agent, so the
@@ -25,8 +26,6 @@ transaction request, so everything that waits on the network runs in the backgro
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import re
@@ -36,11 +35,13 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
+import redis.asyncio as aioredis
 
+from bridge import metrics
 from bridge.inbox import InboundMessage
 from bridge.matrix import CS, MatrixError, MatrixUnavailable
+from bridge.secondme_channel import TRIGGER_KEY, trigger_id
 from bridge.service import Bridge
-from gateway.adapters.agents_core import HistoryItem
 from gateway.core.secondme.mentions import MentionRule
 from gateway.core.secondme.ratelimit import SlidingWindowLimiter
 from gateway.core.secondme.replies import (
@@ -49,21 +50,16 @@ from gateway.core.secondme.replies import (
     MATRIX_ROOM,
     SecondMeReplies,
 )
-from gateway.core.secondme.service import shared_room_item
 from gateway.core.storage import rooms as rooms_sql
-from gateway.core.storage.secondme import ReplyClaim
-from gateway.infra import metrics
+from gateway.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "secondme_bot"
-# Event content key naming the event a Second Me DM reply answers.
-TRIGGER_KEY = "city.secondme_trigger"
+__all__ = ["TRIGGER_KEY", "SecondMeBot", "start_secondme_bot"]
 # After joining, messages the inviter sent before we were in are answered too
 # (Synapse only pushes a room's events once one of our users has joined it).
 CATCH_UP_EVENTS = 20
 ANSWERED_MSGTYPES = ("m.text",)
-MESSAGE_TYPE = "m.room.message"
 # Joining and reading membership retry a passing Synapse failure a few times.
 RETRY_ATTEMPTS = 5
 RETRY_FIRST_SECONDS = 0.5
@@ -73,15 +69,6 @@ NOT_A_DM_REASON = (
     "Second Me joins direct chats only; mention @secondme in a city room to ask it there."
 )
 TOO_MANY_INVITES_REASON = "Too many invites to Second Me from you; please try again later."
-
-
-def trigger_id(event_id: str) -> str:
-    return f"matrix:{event_id}"
-
-
-def dm_txn_id(claim: ReplyClaim) -> str:
-    """Stable per trigger, so a retried send (after a take-over) is the same event."""
-    return "secondme_" + hashlib.sha256(claim.trigger_id.encode()).hexdigest()[:32]
 
 
 class SecondMeBot:
@@ -266,49 +253,6 @@ class SecondMeBot:
         joined = data.get("joined")
         return list(joined) if isinstance(joined, dict) else []
 
-    async def room_context(self, claim: ReplyClaim, limit: int) -> list[HistoryItem]:
-        """The replies engine's RoomContext: the room's messages before the question.
-
-        Read as Second Me, so it sees what the room's members see, and no more.
-        """
-        if limit <= 0:
-            return []
-        event_id = claim.trigger_id.removeprefix("matrix:")
-        data = await self._bridge.matrix.request(
-            "GET",
-            f"{CS}/rooms/{quote(claim.room_id, safe='')}/context/{quote(event_id, safe='')}",
-            user_id=self.user_id,
-            # Synapse splits `limit` between before and after the event.
-            params={"limit": str(2 * limit), "filter": json.dumps({"types": [MESSAGE_TYPE]})},
-        )
-        before = data.get("events_before")
-        events = [e for e in before if isinstance(e, dict)] if isinstance(before, list) else []
-        items = []
-        for event in reversed(events[:limit]):  # newest first → oldest first
-            content = event.get("content")
-            sender = event.get("sender")
-            if not isinstance(content, dict) or not isinstance(sender, str):
-                continue
-            body = content.get("body")
-            if event.get("type") != MESSAGE_TYPE or not isinstance(body, str) or not body:
-                continue
-            item = shared_room_item(sender, body, own=sender == self.user_id)
-            if item is not None:
-                items.append(item)
-        return items
-
-    async def send_dm(self, claim: ReplyClaim, text: str) -> str:
-        """The replies engine's DmSender: post into the Matrix room as @secondme."""
-        return await self._bridge.send_text(
-            claim.room_id,
-            text,
-            as_user=self.user_id,
-            # Bots answer with notices: other bots never answer those (no loops).
-            msgtype="m.notice",
-            txn_id=dm_txn_id(claim),
-            extra_content={TRIGGER_KEY: claim.trigger_id.removeprefix("matrix:")},
-        )
-
     # --- life --------------------------------------------------------------------------
     def _background(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` in the background, again after a passing Synapse failure."""
@@ -359,20 +303,30 @@ class SecondMeBot:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def attach_secondme_bot(
+def start_secondme_bot(
     bridge: Bridge,
     replies: SecondMeReplies,
     rule: MentionRule,
-    stack: AsyncExitStack,
+    settings: Settings,
     *,
     db: asyncpg.Pool,
-    invites: SlidingWindowLimiter,
+    redis: aioredis.Redis,
+    stack: AsyncExitStack,
 ) -> SecondMeBot:
-    """Hook Second Me into the bridge's inbox; give the replies engine its Matrix side."""
+    """Starter: Second Me listening to the bridge's inbox (invites, DMs, mentions).
+
+    `replies` answers; it was built with the bridge's SecondMeChannel, which sends
+    those answers into Matrix rooms that are not bridged.
+    """
+    # Invites accepted per inviting Matrix user, across processes (SPEC §12).
+    invites = SlidingWindowLimiter(
+        redis,
+        key_prefix=f"{settings.city_redis_prefix}secondme:invites:",
+        limit=settings.limit_secondme_invites_per_hour,
+        window_seconds=INVITE_WINDOW_SECONDS,
+    )
     bot = SecondMeBot(bridge, replies, rule, db=db, invites=invites)
     bridge.listeners.events.append(bot.on_event)
     bridge.listeners.messages.append(bot.on_message)
-    replies.dm_sender = bot.send_dm
-    replies.matrix_context = bot.room_context
     stack.push_async_callback(bot.aclose)
     return bot

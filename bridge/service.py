@@ -11,27 +11,29 @@ import logging
 import random
 import secrets
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import asyncpg
 
 from bridge import storage
 from bridge.ghosts import Ghosts
-from bridge.inbox import Inbox, InboxListeners, PowerLevels
+from bridge.inbox import Inbox, InboxListeners
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
 from bridge.outbox import OutboxSender
+from bridge.power_levels import PowerLevels
 from bridge.presence import PresenceMirror
 from bridge.rooms import RoomMapper
+from gateway.core.events import CityHooks
+from gateway.core.messages import MessageService
 from gateway.core.models import Message, Room
+from gateway.core.ports import PresenceStatuses
+from gateway.core.rooms import RoomService
 from gateway.infra import db as database
-
-if TYPE_CHECKING:
-    import asyncpg
-
-    from gateway.app.runtime import Runtime
+from gateway.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "bridge"
 _MAINTENANCE_SECONDS = 30.0
 # Processed inbox rows are kept this long (for operators), far past any re-send.
 _INBOX_KEEP_DAYS = 7
@@ -43,7 +45,7 @@ class BridgeStartError(Exception):
 
 
 class Bridge:
-    """One process's Matrix bridge. Reach it as `rt.extensions["bridge"]`.
+    """One process's Matrix bridge (the runtime's `bridge`, None when not configured).
 
     For other parts (Second Me):
     - `listeners.messages` — called with an `InboundMessage` for each message a real
@@ -54,24 +56,35 @@ class Bridge:
     - `names.secondme`, `names.bot`, `names.ghost_for(city_user_id)`.
     """
 
-    def __init__(self, rt: Runtime, pool: asyncpg.Pool, matrix: MatrixClient) -> None:
-        settings = rt.settings
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: asyncpg.Pool,
+        outbox_pool: asyncpg.Pool,
+        matrix: MatrixClient,
+        messages: MessageService,
+        rooms: RoomService,
+        hooks: CityHooks,
+        city_presence: PresenceStatuses,
+    ) -> None:
         self.settings = settings
         self.names = Names.from_settings(settings)
         self.matrix = matrix
-        self._rt = rt
-        self._pool = pool
-        self.ghosts = Ghosts(rt.db, matrix, self.names)
-        self.rooms = RoomMapper(rt.db, matrix, self.names)
+        self._db = db
+        self._city_presence = city_presence
+        self.ghosts = Ghosts(db, matrix, self.names)
+        self.rooms = RoomMapper(db, matrix, self.names, rooms)
         self.synapse_ok = False  # whoami answered as our bot: the outbox may send
         self.problem: str | None = "starting: Synapse not contacted yet"
         self.started = asyncio.Event()
         self.outbox = OutboxSender(
-            pool,
+            outbox_pool,
             matrix,
             self.names,
             self.rooms,
             self.ghosts,
+            messages,
             concurrency=settings.matrix_outbox_concurrency,
             poll_seconds=settings.matrix_outbox_poll_seconds,
             retry_max_seconds=settings.matrix_retry_max_seconds,
@@ -79,15 +92,15 @@ class Bridge:
             on_recovered=self.on_synapse_back,
         )
         self.inbox = Inbox(
-            rt.db,
-            rt.messages,
-            rt.hooks,
+            db,
+            messages,
+            hooks,
             self.names,
             PowerLevels(matrix, self.names.bot),
             max_chars=settings.city_message_max_chars,
         )
         self.presence = PresenceMirror(
-            rt.db,
+            db,
             matrix,
             self.names,
             self.ghosts,
@@ -140,11 +153,8 @@ class Bridge:
         )
 
     async def _city_statuses(self, user_ids: list[str]) -> dict[str, str] | None:
-        """Each user's city presence; None while the presence service is not up."""
-        service = self._rt.extensions.get("presence")  # started after the bridge
-        if service is None:
-            return None
-        return {s.user_id: s.status for s in await service.statuses(user_ids)}
+        """Each user's city presence (for the mirror's reconciliation)."""
+        return {s.user_id: s.status for s in await self._city_presence.statuses(user_ids)}
 
     # --- start-up ------------------------------------------------------------------
     async def connect(self) -> None:
@@ -219,7 +229,7 @@ class Bridge:
 
     async def sync_rooms(self) -> None:
         """Create the Matrix room of every city room that has none yet."""
-        for room_id, _, _ in await storage.unmapped_rooms(self._rt.db):
+        for room_id, _, _ in await storage.unmapped_rooms(self._db):
             await self.rooms.matrix_room_for(room_id)
 
     async def check_ready(self) -> None:
@@ -271,7 +281,7 @@ class Bridge:
             await asyncio.sleep(_MAINTENANCE_SECONDS)
             try:
                 await self.sync_rooms()
-                await storage.prune_inbox(self._rt.db, _INBOX_KEEP_DAYS)
+                await storage.prune_inbox(self._db, _INBOX_KEEP_DAYS)
             except Exception as exc:
                 log.warning("Matrix maintenance sweep failed: %s", exc)
 
@@ -298,11 +308,19 @@ class Bridge:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def start_bridge(rt: Runtime, stack: AsyncExitStack) -> None:
-    """Subsystem starter (gateway.app.runtime.subsystem_starters)."""
-    settings = rt.settings
+async def start_bridge(
+    settings: Settings,
+    *,
+    db: asyncpg.Pool,
+    messages: MessageService,
+    rooms: RoomService,
+    hooks: CityHooks,
+    city_presence: PresenceStatuses,
+    stack: AsyncExitStack,
+) -> Bridge | None:
+    """Starter: the bridge (None unless MATRIX_HOMESERVER_URL), listening to the hooks."""
     if not settings.matrix_enabled:
-        return
+        return None
     assert settings.matrix_homeserver_url is not None and settings.matrix_as_token is not None
     # The outbox holds a connection per room while a send is in flight: its own pool,
     # so a slow Synapse can never starve the city API of connections.
@@ -315,11 +333,19 @@ async def start_bridge(rt: Runtime, stack: AsyncExitStack) -> None:
         max_connections=settings.matrix_outbox_concurrency * 2 + 10,
     )
     stack.push_async_callback(matrix.aclose)
-    bridge = Bridge(rt, pool, matrix)
-    rt.extensions[EXTENSION] = bridge
-    rt.ready_checks["synapse"] = bridge.check_ready
-    rt.hooks.message_posted.append(bridge.on_message)
-    rt.hooks.room_created.append(bridge.on_room)
-    rt.hooks.presence_changed.append(bridge.presence.on_transition)
+    bridge = Bridge(
+        settings,
+        db=db,
+        outbox_pool=pool,
+        matrix=matrix,
+        messages=messages,
+        rooms=rooms,
+        hooks=hooks,
+        city_presence=city_presence,
+    )
+    hooks.message_posted.append(bridge.on_message)
+    hooks.room_created.append(bridge.on_room)
+    hooks.presence_changed.append(bridge.presence.on_transition)
     bridge.start()
     stack.push_async_callback(bridge.aclose)
+    return bridge

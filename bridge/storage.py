@@ -1,4 +1,9 @@
-"""SQL only, for the bridge's tables (migrations/0002_bridge.sql) and the outbox."""
+"""SQL only, for the bridge's tables (migrations/0002_bridge.sql) and the outbox.
+
+The bridge owns the matrix_* tables. It reads city tables where a join is the point
+(the outbox head is ordered by the message's room seq) but never writes them: city
+messages and rooms change through gateway.core's services.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,23 @@ from typing import Any
 
 from gateway.core.models import Message
 from gateway.core.storage import Executor
-from gateway.core.text import snippet
 
 
 # --- outbox ------------------------------------------------------------------------
+class OutboxQueue:
+    """The bridge's part of the city's transactional outbox (gateway.core.ports.MessageOutbox).
+
+    Its statement runs inside the core's message insert (one statement, one round
+    trip), so a city message and its outbox row commit together or not at all.
+    """
+
+    def queue_statement(self, stored: str, author_name: str) -> str:
+        return (
+            "insert into matrix_outbox (room_id, message_id, author_name)"
+            f" select room_id, id, {author_name} from {stored}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
@@ -107,18 +125,14 @@ async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
     )
 
 
-async def finish_outbox_row(
-    db: Executor, outbox_id: int, message_id: str, event_id: str | None
-) -> None:
-    """Delete the row and record the Matrix event id, in one statement."""
-    await db.execute(
-        """with gone as (delete from matrix_outbox where id = $1)
-           update city_room_messages set matrix_event_id = $3
-           where id = $2 and $3::text is not null""",
-        outbox_id,
-        message_id,
-        event_id,
-    )
+async def finish_outbox_row(db: Executor, outbox_id: int) -> None:
+    """The row was delivered (or needs no send); the caller records the event id."""
+    await db.execute("delete from matrix_outbox where id = $1", outbox_id)
+
+
+async def forget_outbox_message(db: Executor, message_id: str) -> None:
+    """The message was removed: nothing of it is to be sent any more."""
+    await db.execute("delete from matrix_outbox where message_id = $1", message_id)
 
 
 async def retry_outbox_row(
@@ -387,46 +401,3 @@ async def set_member(db: Executor, matrix_user_id: str, matrix_room_id: str, joi
             matrix_user_id,
             matrix_room_id,
         )
-
-
-# --- city messages edited or removed from Matrix ------------------------------------
-async def edit_message_body(db: Executor, message_id: str, body: str) -> bool:
-    done = await db.fetchval(
-        "update city_room_messages set body = $2 where id = $1 returning id", message_id, body
-    )
-    if done is None:
-        return False
-    await db.execute(
-        """update city_feed_events
-           set payload = payload || jsonb_build_object('body', $2::text, 'snippet', $3::text,
-                                                       'edited', true)
-           where payload->>'message_id' = $1""",
-        message_id,
-        body,
-        snippet(body),
-    )
-    return True
-
-
-async def delete_message(db: Executor, message_id: str) -> bool:
-    done = await db.fetchval(
-        "delete from city_room_messages where id = $1 returning id", message_id
-    )
-    if done is None:
-        return False
-    await db.execute("delete from city_feed_events where payload->>'message_id' = $1", message_id)
-    await db.execute("delete from matrix_outbox where message_id = $1", message_id)
-    return True
-
-
-async def set_event_id_if_missing(db: Executor, message_id: str, event_id: str) -> bool:
-    """Record the Matrix copy of a city message (seen as an echo) unless known."""
-    done = await db.fetchval(
-        """update city_room_messages set matrix_event_id = $2
-           where id = $1 and matrix_event_id is null
-             and not exists (select 1 from city_room_messages where matrix_event_id = $2)
-           returning id""",
-        message_id,
-        event_id,
-    )
-    return done is not None

@@ -11,8 +11,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
-from urllib.parse import urlsplit
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 # Like synapse.py's launcher: the child asks Linux to SIGTERM it when the dev command
 # dies (even by SIGKILL), then execs the real program. A crashed `make dev` must not
@@ -116,3 +116,26 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float = 15.0) -> No
 def signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def say(message: str) -> None:
+    print(f"city-dev: {message}", flush=True)
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def stopping(name: str, stop: Any) -> Any:
+    async def run() -> None:
+        say(f"stopping {name}")
+        try:
+            await stop()
+        except Exception as exc:
+            say(f"stopping {name} failed: {exc}")
+
+    return run

@@ -6,8 +6,9 @@ and every failure becomes `AgentUnavailable` (or `AgentTimeout`) with a message 
 person can act on. The service layer maps those to 502 `agent_unavailable` /
 504 `agent_timeout`; nothing here knows about HTTP status codes of our own API.
 
-Two transports, same contract (`AgentsCoreClient`): HTTP (the default) and NATS
-request-reply on `agents.invoke`.
+Two transports, same contract (the core's `AgentsCore` port,
+gateway.core.secondme.ports): HTTP (the default) and NATS request-reply on
+`agents.invoke`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
+from gateway.core.secondme.ports import AgentsCore, AgentTimeout, AgentUnavailable, HistoryItem
 from gateway.infra.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -32,37 +34,6 @@ log = logging.getLogger(__name__)
 # An answer bigger than this is not a chat reply; refuse it instead of buffering it.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 NATS_SUBJECT = "agents.invoke"
-
-
-class AgentUnavailable(Exception):
-    """Agents Core could not give a usable reply; `message` says why (no secrets)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class AgentTimeout(AgentUnavailable):
-    """Agents Core did not answer in time."""
-
-
-@dataclass(frozen=True)
-class HistoryItem:
-    role: str
-    content: str
-
-
-class AgentsCoreClient(Protocol):
-    async def invoke(
-        self, *, agent_id: str, user_id: str, prompt: str, history: Sequence[HistoryItem]
-    ) -> str:
-        """Return the agent's reply text; `history` is oldest first and sent as given.
-
-        Raises AgentUnavailable / AgentTimeout.
-        """
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 def _describe(value: object) -> str:
@@ -293,7 +264,7 @@ class NatsAgentsCore:
             self._nc = None
 
 
-def build_agents_core(settings: Settings) -> AgentsCoreClient | None:
+def build_agents_core(settings: Settings) -> AgentsCore | None:
     """The configured client, or None when Second Me has no Agents Core to talk to."""
     if settings.secondme_transport == "nats":
         if not settings.nats_url:
@@ -312,3 +283,26 @@ def build_agents_core(settings: Settings) -> AgentsCoreClient | None:
         settings.agents_core_connect_timeout,
         settings.agents_core_timeout,
     )
+
+
+def start_agents_core(settings: Settings, stack: AsyncExitStack) -> AgentsCore | None:
+    """Starter: the configured client (closed on shutdown), or None when there is none."""
+    client = build_agents_core(settings)
+    if client is None:
+        log.info("Second Me is off: AGENTS_CORE_URL is not set")
+        return None
+    stack.push_async_callback(client.aclose)
+    return client
+
+
+__all__ = [
+    "AgentTimeout",
+    "AgentUnavailable",
+    "AgentsCore",
+    "HistoryItem",
+    "HttpAgentsCore",
+    "NatsAgentsCore",
+    "build_agents_core",
+    "extract_reply",
+    "start_agents_core",
+]

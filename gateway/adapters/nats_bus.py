@@ -1,13 +1,15 @@
 """Optional: city events published to NATS JetStream for other DAARION services.
 
-With `NATS_URL` set, every committed room message, agent reply, new room and presence
-transition is also published to the JetStream stream `NATS_STREAM` (default `CITY`,
+With `NATS_URL` set, every committed room message, agent reply, edit, delete, new room
+and presence transition is also published to the JetStream stream `NATS_STREAM` (default `CITY`,
 subjects `{NATS_SUBJECT_PREFIX}.>`, default `city.>`):
 
 | hook                | subject                     |
 |---------------------|-----------------------------|
 | message (by a user) | `city.room_message`         |
 | message (an agent)  | `city.agent_reply`          |
+| message edited      | `city.room_message_edited`  |
+| message deleted     | `city.room_message_deleted` |
 | room created        | `city.room_created`         |
 | presence transition | `city.presence.update`      |
 
@@ -27,24 +29,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.infra import metrics
+from gateway.adapters import metrics
+from gateway.infra.backoff import Backoff
 from gateway.infra.jsonio import dumps
 
 if TYPE_CHECKING:
-    from gateway.app.runtime import Runtime
+    from gateway.core.events import CityHooks
     from gateway.core.models import Message, Room
     from gateway.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "nats_bus"
 _PUBLISH_TIMEOUT_SECONDS = 5.0
 _CONNECT_TIMEOUT_SECONDS = 2.0
 _RETRY_MAX_SECONDS = 10.0
@@ -106,6 +107,21 @@ class NatsBus:
             },
         )
 
+    async def on_message_edited(self, message: Message) -> None:
+        # Each edit is its own event: the id carries the time, not only the message.
+        self.publish(
+            "room_message_edited",
+            f"edited:{message.id}:{datetime.now(UTC).timestamp():.6f}",
+            {"room_id": message.room_id, "message": message.as_json()},
+        )
+
+    async def on_message_deleted(self, message: Message) -> None:
+        self.publish(
+            "room_message_deleted",
+            f"deleted:{message.id}",
+            {"room_id": message.room_id, "message_id": message.id},
+        )
+
     async def on_room(self, room: Room) -> None:
         self.publish("room_created", f"room:{room.id}", {"room": room.as_json()})
 
@@ -139,7 +155,7 @@ class NatsBus:
     async def _publish_forever(self) -> None:
         js = await self._connect()
         await self._ensure_stream(js)
-        delay = 0.2
+        backoff = Backoff(0.2, _RETRY_MAX_SECONDS)
         while True:
             if not self._queue:
                 self._wake.clear()
@@ -159,10 +175,9 @@ class NatsBus:
                 log.warning("NATS publish to %s failed (retrying): %r", event.subject, exc)
                 if _is_no_stream(exc):
                     await self._ensure_stream(js)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                await backoff.sleep()
                 continue
-            delay = 0.2
+            backoff.reset()
             self.published += 1
             metrics.NATS_PUBLISHED.inc()
             metrics.NATS_QUEUE.set(len(self._queue))
@@ -220,7 +235,7 @@ class NatsBus:
         """Create the stream if missing; an existing one is left as its operator set it."""
         from nats.js.errors import NotFoundError
 
-        delay = 0.5
+        backoff = Backoff(0.5, _RETRY_MAX_SECONDS)
         while True:
             try:
                 try:
@@ -231,8 +246,7 @@ class NatsBus:
                 return
             except Exception as exc:
                 log.warning("JetStream stream %s not usable yet: %r", self.stream, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                await backoff.sleep()
 
     async def aclose(self) -> None:
         """Give queued events a moment to go out, then stop and disconnect."""
@@ -269,14 +283,16 @@ def build_bus(settings: Settings) -> NatsBus | None:
     )
 
 
-async def start_nats_bus(rt: Runtime, stack: AsyncExitStack) -> None:
-    """Subsystem starter (last): listens to the after-commit hooks."""
-    bus = build_bus(rt.settings)
+def start_nats_bus(settings: Settings, hooks: CityHooks, stack: AsyncExitStack) -> NatsBus | None:
+    """Starter (after the other listeners): publishes what the hooks announce (NATS_URL)."""
+    bus = build_bus(settings)
     if bus is None:
-        return
-    rt.extensions[EXTENSION] = bus
-    rt.hooks.message_posted.append(bus.on_message)
-    rt.hooks.room_created.append(bus.on_room)
-    rt.hooks.presence_changed.append(bus.on_presence)
+        return None
+    hooks.message_posted.append(bus.on_message)
+    hooks.message_edited.append(bus.on_message_edited)
+    hooks.message_deleted.append(bus.on_message_deleted)
+    hooks.room_created.append(bus.on_room)
+    hooks.presence_changed.append(bus.on_presence)
     bus.start()
     stack.push_async_callback(bus.aclose)
+    return bus

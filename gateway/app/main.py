@@ -16,9 +16,9 @@ from gateway.http.fastpath import FastPaths
 from gateway.http.limits import BodySizeLimit
 from gateway.http.middleware import MetricsMiddleware
 from gateway.http.presence import HEARTBEAT_ROUTE
+from gateway.http.responses import JSONResponse
 from gateway.http.rooms import POST_MESSAGE_ROUTE
 from gateway.http.webapp import mount_webapp
-from gateway.infra.jsonio import JSONResponse
 from gateway.infra.logs import install_log_hygiene
 from gateway.infra.settings import Settings
 from gateway.realtime import ws_presence, ws_rooms

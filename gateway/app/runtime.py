@@ -1,14 +1,18 @@
-"""Everything a running process holds: pools, services, background tasks.
+"""The composition root: everything a running process holds, built in one order.
 
 Built in the app's lifespan (never at import time) so that tests and several
-processes each get their own, and torn down in reverse order on shutdown.
+processes each get their own, and torn down in reverse order on shutdown (one
+AsyncExitStack). Each part's starter takes what it needs as typed arguments and
+returns its object; nothing is attached to a part after it is built. Where the core
+needs an adapter (who is online in a room, where `room.presence` goes, a user's
+Matrix id, an agent that answers, a Matrix room to answer in), the adapter is
+passed to the core's constructor as the Protocol the core declares.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,23 +20,38 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from bridge.naming import matrix_identity
+from bridge.secondme_bot import SecondMeBot, start_secondme_bot
+from bridge.secondme_channel import SecondMeChannel
+from bridge.service import Bridge, start_bridge
+from bridge.storage import OutboxQueue
+from gateway.adapters.agents_core import start_agents_core
+from gateway.adapters.nats_bus import NatsBus, start_nats_bus
+from gateway.app.metrics import ScrapeGauges, start_metrics
 from gateway.core.events import CityHooks
 from gateway.core.feed import FeedService
 from gateway.core.messages import MessageService
-from gateway.core.ports import NoOnlineMembers
+from gateway.core.ports import ReadyCheck
+from gateway.core.presence.service import PresenceService, build_presence, start_presence
 from gateway.core.ratelimit import TokenBucket
 from gateway.core.rooms import RoomService
+from gateway.core.secondme.mentions import CityMentions, start_room_replies
+from gateway.core.secondme.replies import SecondMeReplies
+from gateway.core.secondme.service import SecondMeService, build_secondme
 from gateway.infra import db as database
 from gateway.infra.migrate import migrate
 from gateway.infra.settings import Settings
-
-log = logging.getLogger(__name__)
-
-ReadyCheck = Callable[[], Awaitable[None]]
+from gateway.realtime.hub import Realtime, start_realtime
 
 
 @dataclass
 class Runtime:
+    """One process's collaborators, one typed attribute each.
+
+    It satisfies the Protocols through which the routes see it
+    (gateway.http.deps.Services, gateway.realtime.deps.RealtimeServices).
+    """
+
     settings: Settings
     db: asyncpg.Pool
     redis: aioredis.Redis
@@ -40,49 +59,29 @@ class Runtime:
     rooms: RoomService
     messages: MessageService
     feed: FeedService
-    # name -> check that raises when the dependency is not usable (for /readyz)
+    realtime: Realtime
+    presence: PresenceService
+    secondme: SecondMeService
+    metrics: ScrapeGauges
+    # Optional parts: None when not configured.
+    bridge: Bridge | None  # MATRIX_HOMESERVER_URL
+    nats: NatsBus | None  # NATS_URL
+    secondme_replies: SecondMeReplies | None  # AGENTS_CORE_URL (or NATS transport)
+    secondme_mentions: CityMentions | None  # likewise
+    secondme_bot: SecondMeBot | None  # Second Me and the bridge both on
+    # name -> check that raises when that dependency is not usable (for /readyz)
     ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
-    # Optional parts attach themselves here (realtime, bridge, second me, ...).
-    extensions: dict[str, Any] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def spawn(self, name: str, coro: Awaitable[None]) -> None:
-        """Run a background loop for the life of the process."""
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self.tasks.append(task)
-
-
-# A subsystem's starter is called with the runtime once the core is up; it attaches
-# itself (hooks, extensions, ready checks, background tasks) and pushes its cleanup
-# on the exit stack, so shutdown runs in reverse order of start.
-Starter = Callable[[Runtime, AsyncExitStack], Awaitable[None]]
-
-
-def subsystem_starters() -> list[Starter]:
-    """The optional parts, in start order (later ones may use earlier ones)."""
-    # Imported here so the core does not depend on the parts at import time.
-    from bridge.service import start_bridge
-    from gateway.adapters.nats_bus import start_nats_bus
-    from gateway.app.metrics import start_metrics
-    from gateway.core.presence.service import start_presence
-    from gateway.core.secondme.service import start_secondme
-    from gateway.realtime.hub import start_realtime
-
-    return [
-        start_realtime,  # room sockets, fanout, members_online: first
-        start_bridge,  # Matrix bridge (off unless MATRIX_HOMESERVER_URL)
-        start_secondme,
-        start_metrics,  # counts hook events; DB gauges on scrape
-        start_nats_bus,  # publishes what the others announce (NATS_URL)
-        # After every hook listener: on shutdown it drains its transitions while they run.
-        start_presence,
-    ]
 
 
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     async with AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
+        # Pushed first, so it runs last: background loops outlive every part they use.
+        stack.push_async_callback(_cancel_tasks, tasks)
+
+        # 1. Storage: PostgreSQL (migrated when CITY_AUTO_MIGRATE) and Redis.
         pool = await database.create_pool(settings.database_url, settings.database_pool_size)
         stack.push_async_callback(pool.close)
         if settings.city_auto_migrate:
@@ -92,39 +91,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             settings.redis_url, decode_responses=True, health_check_interval=10
         )
         stack.push_async_callback(redis.aclose)
-        hooks = CityHooks()
-        rt = Runtime(
-            settings=settings,
-            db=pool,
-            redis=redis,
-            hooks=hooks,
-            rooms=RoomService(
-                pool,
-                hooks,
-                NoOnlineMembers(),
-                limiter=TokenBucket(
-                    redis,
-                    prefix=settings.city_redis_prefix,
-                    name="rooms",
-                    rate_per_second=settings.limit_rooms_per_hour / 3600,
-                    burst=settings.limit_rooms_per_hour,
-                ),
-            ),
-            messages=MessageService(
-                pool,
-                hooks,
-                max_chars=settings.city_message_max_chars,
-                matrix_enabled=settings.matrix_enabled,
-                limiter=TokenBucket(
-                    redis,
-                    prefix=settings.city_redis_prefix,
-                    name="messages",
-                    rate_per_second=settings.limit_messages_per_second,
-                    burst=settings.limit_messages_burst,
-                ),
-            ),
-            feed=FeedService(pool),
-        )
 
         async def postgres_ready() -> None:
             await pool.fetchval("select 1")
@@ -132,16 +98,155 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         async def redis_ready() -> None:
             await redis.ping()
 
-        rt.ready_checks["postgres"] = postgres_ready
-        rt.ready_checks["redis"] = redis_ready
-        stack.push_async_callback(_cancel_tasks, rt)
-        for starter in subsystem_starters():
-            await starter(rt, stack)
-        await rt.rooms.ensure_defaults(settings.default_room_slugs)
+        ready_checks: dict[str, ReadyCheck] = {"postgres": postgres_ready, "redis": redis_ready}
+
+        # 2. The city's rules that need no adapter. Listeners subscribe to `hooks`
+        #    below, in this order (it is the order they hear of each event).
+        hooks = CityHooks()
+        messages = MessageService(
+            pool,
+            hooks,
+            max_chars=settings.city_message_max_chars,
+            # With the bridge, city-authored messages are queued for Matrix in the
+            # same statement that stores them (the bridge owns matrix_outbox).
+            outbox=OutboxQueue() if settings.matrix_enabled else None,
+            limiter=_bucket(
+                redis,
+                settings,
+                "messages",
+                settings.limit_messages_per_second,
+                settings.limit_messages_burst,
+            ),
+        )
+        feed = FeedService(pool)
+
+        # 3. Realtime (room sockets, fanout, membership): the rooms count online
+        #    members with it, presence sends `room.presence` through it.
+        realtime = await start_realtime(
+            settings, db=pool, redis=redis, messages=messages, hooks=hooks, stack=stack
+        )
+        rooms = RoomService(
+            pool,
+            hooks,
+            realtime.members,
+            limiter=_bucket(
+                redis,
+                settings,
+                "rooms",
+                settings.limit_rooms_per_hour / 3600,
+                settings.limit_rooms_per_hour,
+            ),
+        )
+
+        # 4. Presence, built but not running yet (the bridge reads its statuses);
+        #    a user's Matrix id comes from the bridge's naming.
+        presence = build_presence(
+            settings,
+            hooks,
+            rooms=realtime,
+            sockets=realtime.presence_sockets,
+            identity=matrix_identity(settings),
+            stack=stack,
+        )
+
+        # 5. The Matrix bridge (None unless MATRIX_HOMESERVER_URL).
+        bridge = await start_bridge(
+            settings,
+            db=pool,
+            messages=messages,
+            rooms=rooms,
+            hooks=hooks,
+            city_presence=presence,
+            stack=stack,
+        )
+        if bridge is not None:
+            ready_checks["synapse"] = bridge.check_ready
+
+        # 6. Second Me: the service always (it answers 503 when off); with an Agents
+        #    Core, replies to mentions in city rooms, and with the bridge too, the
+        #    Matrix bot (DMs, invites, Matrix mentions).
+        agents = start_agents_core(settings, stack)
+        secondme = build_secondme(settings, db=pool, redis=redis, agents=agents)
+        mentions: CityMentions | None = None
+        bot: SecondMeBot | None = None
+        if agents is not None:
+            mentions = start_room_replies(
+                settings,
+                db=pool,
+                service=secondme,
+                messages=messages,
+                hooks=hooks,
+                matrix=SecondMeChannel(bridge) if bridge is not None else None,
+                stack=stack,
+            )
+            if bridge is not None:
+                bot = start_secondme_bot(
+                    bridge,
+                    mentions.replies,
+                    mentions.rule,
+                    settings,
+                    db=pool,
+                    redis=redis,
+                    stack=stack,
+                )
+            _spawn(tasks, "secondme-sweeper", mentions.sweep_forever())
+
+        # 7. Metrics: counts what the hooks announce; DB gauges on scrape.
+        metrics = start_metrics(pool, hooks)
+
+        # 8. NATS (None unless NATS_URL): publishes what the others announce.
+        nats = start_nats_bus(settings, hooks, stack)
+
+        # 9. Presence starts last, after every hook listener: on shutdown it stops
+        #    first and drains its transitions while the listeners still run.
+        ready_checks["presence"] = await start_presence(
+            presence, settings, stack, subscriber=realtime.fanout.subscriber
+        )
+
+        rt = Runtime(
+            settings=settings,
+            db=pool,
+            redis=redis,
+            hooks=hooks,
+            rooms=rooms,
+            messages=messages,
+            feed=feed,
+            realtime=realtime,
+            presence=presence,
+            secondme=secondme,
+            metrics=metrics,
+            bridge=bridge,
+            nats=nats,
+            secondme_replies=mentions.replies if mentions is not None else None,
+            secondme_mentions=mentions,
+            secondme_bot=bot,
+            ready_checks=ready_checks,
+            tasks=tasks,
+        )
+        await rooms.ensure_defaults(settings.default_room_slugs)
         yield rt
 
 
-async def _cancel_tasks(rt: Runtime) -> None:
-    for task in rt.tasks:
+def _bucket(
+    redis: aioredis.Redis, settings: Settings, name: str, rate_per_second: float, burst: int
+) -> TokenBucket:
+    return TokenBucket(
+        redis,
+        prefix=settings.city_redis_prefix,
+        name=name,
+        rate_per_second=rate_per_second,
+        burst=burst,
+    )
+
+
+def _spawn(tasks: list[asyncio.Task[None]], name: str, coro: Coroutine[Any, Any, None]) -> None:
+    """Run a background loop for the life of the process."""
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    tasks.append(task)
+
+
+async def _cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)

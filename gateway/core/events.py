@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.core.models import Message, Room
+from gateway.infra.tasks import call_safely
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +25,28 @@ PresenceListener = Callable[[str, str, str, int], Awaitable[None]]
 @dataclass
 class CityHooks:
     message_posted: list[MessageListener] = field(default_factory=list)
+    # The message as stored after the edit / as it was before the delete.
+    message_edited: list[MessageListener] = field(default_factory=list)
+    message_deleted: list[MessageListener] = field(default_factory=list)
     room_created: list[RoomListener] = field(default_factory=list)
     presence_changed: list[PresenceListener] = field(default_factory=list)
 
     async def emit_message(self, message: Message) -> None:
         for listener in self.message_posted:
-            await _safely(listener, message)
+            await call_safely(listener, message, logger=log)
+
+    async def emit_message_edited(self, message: Message) -> None:
+        for listener in self.message_edited:
+            await call_safely(listener, message, logger=log)
+
+    async def emit_message_deleted(self, message: Message) -> None:
+        for listener in self.message_deleted:
+            await call_safely(listener, message, logger=log)
 
     async def emit_room(self, room: Room) -> None:
         for listener in self.room_created:
-            await _safely(listener, room)
+            await call_safely(listener, room, logger=log)
 
     async def emit_presence(self, user_id: str, previous: str, status: str, ago: int) -> None:
         for listener in self.presence_changed:
-            await _safely(listener, user_id, previous, status, ago)
-
-
-async def _safely(listener: Callable[..., Awaitable[None]], *args: Any) -> None:
-    try:
-        await listener(*args)
-    except Exception:
-        log.exception("listener %r failed", listener)
+            await call_safely(listener, user_id, previous, status, ago, logger=log)

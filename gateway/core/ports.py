@@ -1,8 +1,19 @@
-"""What the core needs from outside, as Protocols (implemented by adapters)."""
+"""What the core needs from outside, as Protocols (implemented by adapters).
+
+The composition root (gateway/app/runtime.py) builds the adapters and hands them to
+the core's constructors; the core never imports an adapter, and nothing is attached
+to a core object after it is built.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+from gateway.core.presence.engine import PresenceState
+
+# A check that raises when a dependency is not usable (`/readyz` runs each one).
+ReadyCheck = Callable[[], Awaitable[None]]
 
 
 class OnlineMembers(Protocol):
@@ -14,3 +25,61 @@ class OnlineMembers(Protocol):
 class NoOnlineMembers:
     async def counts(self, room_ids: list[str]) -> dict[str, int]:
         return dict.fromkeys(room_ids, 0)
+
+
+class RoomPresence(Protocol):
+    """Where presence sends `room.presence` (the realtime hub implements it)."""
+
+    async def rooms_of_user(self, user_id: str) -> list[str]:
+        """Rooms where the user has a socket on any process."""
+        ...
+
+    def publish_room_presence(self, room_id: str, user_id: str, status: str) -> None:
+        """Send `room.presence {room_id, user_id, status}` to a room's sockets."""
+        ...
+
+
+class MatrixIdentity(Protocol):
+    """A city user's Matrix id (the bridge's ghost), for presence answers.
+
+    The bridge's naming is the one place that spells ghost ids; without a bridge
+    configured every answer is None.
+    """
+
+    def matrix_user_id(self, user_id: str) -> str | None: ...
+
+
+class NoMatrixIdentity:
+    def matrix_user_id(self, user_id: str) -> str | None:
+        return None
+
+
+class PresenceDelivery(Protocol):
+    """This process's presence sockets (the realtime edge implements it)."""
+
+    def deliver(self, frame: str) -> None:
+        """Queue an encoded `presence.update` frame on every local presence socket;
+        never blocks (a socket that fell too far behind is dropped)."""
+        ...
+
+
+class PresenceStatuses(Protocol):
+    """The city's presence of some users (the presence service implements it)."""
+
+    async def statuses(self, user_ids: Sequence[str]) -> list[PresenceState]: ...
+
+
+class MessageOutbox(Protocol):
+    """Another network that city-authored messages must reach (the Matrix bridge).
+
+    A transactional outbox without a second round trip: the adapter contributes one
+    data-modifying statement that the core runs as a CTE of the very statement that
+    stores the message (gateway/core/messages.py says why), so message, feed event
+    and queue row commit together or not at all. Absent (None) without a bridge.
+    """
+
+    def queue_statement(self, stored: str, author_name: str) -> str:
+        """SQL queueing the rows of the CTE named `stored` (columns of
+        city_room_messages: id, room_id, ...); `author_name` is the placeholder of
+        the author's display name from their token (text, may be null)."""
+        ...

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.core.errors import AppError
-from gateway.infra.metrics import RATE_LIMITED
+from gateway.core.metrics import RATE_LIMITED
 
 log = logging.getLogger(__name__)
 

@@ -103,6 +103,14 @@ class RoomService:
         await self._hooks.emit_room(room)
         return room
 
+    async def record_matrix_mapping(
+        self, room_id: str, matrix_room_id: str, alias: str, *, db: Executor | None = None
+    ) -> None:
+        """The room's Matrix copy (created by the bridge), shown on the room's JSON."""
+        await room_sql.set_matrix_mapping(
+            db if db is not None else self._db, room_id, matrix_room_id, alias
+        )
+
     async def ensure_defaults(self, slugs: list[str]) -> list[Room]:
         """Create the configured default rooms if missing; safe to run concurrently."""
         rooms: list[Room] = []

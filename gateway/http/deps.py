@@ -1,24 +1,76 @@
-"""Annotated dependencies read from app state; they work for REST and WebSockets."""
+"""Annotated dependencies read from app state; they work for REST and WebSockets.
+
+The routes see the running process through `Services`, a Protocol of what they use,
+not through the app's Runtime: http never imports the composition root, whose
+Runtime satisfies this Protocol (it is stored as `app.state.runtime`).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Protocol
 
+import asyncpg
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from gateway.app.runtime import Runtime
 from gateway.core.auth import Principal, authenticate, bearer_from_header
+from gateway.core.feed import FeedService
+from gateway.core.messages import MessageService
+from gateway.core.ports import ReadyCheck
+from gateway.core.presence.service import PresenceService
+from gateway.core.rooms import RoomService
+from gateway.core.secondme.service import SecondMeService
+from gateway.infra.settings import Settings
+
+
+class ScrapeRefresh(Protocol):
+    """Gauges read from PostgreSQL when `/metrics` is scraped (cached)."""
+
+    async def refresh(self) -> None: ...
+
+
+class Services(Protocol):
+    """What the HTTP routes use of the running process (read-only)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def db(self) -> asyncpg.Pool: ...
+
+    @property
+    def rooms(self) -> RoomService: ...
+
+    @property
+    def messages(self) -> MessageService: ...
+
+    @property
+    def feed(self) -> FeedService: ...
+
+    @property
+    def presence(self) -> PresenceService: ...
+
+    @property
+    def secondme(self) -> SecondMeService: ...
+
+    @property
+    def ready_checks(self) -> Mapping[str, ReadyCheck]:
+        """name -> check that raises when that dependency is not usable (`/readyz`)."""
+        ...
+
+    @property
+    def metrics(self) -> ScrapeRefresh: ...
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in
 # a thread pool, which costs more than the work they do.
-async def get_runtime(conn: HTTPConnection) -> Runtime:
-    runtime: Runtime = conn.app.state.runtime
-    return runtime
+async def get_runtime(conn: HTTPConnection) -> Services:
+    services: Services = conn.app.state.runtime
+    return services
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Services, Depends(get_runtime)]
 
 
 async def current_user(conn: HTTPConnection, rt: RuntimeDep) -> Principal:

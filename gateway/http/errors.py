@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -23,7 +24,7 @@ from gateway.core.errors import (
     unavailable_error,
     unstorable_input,
 )
-from gateway.infra.jsonio import JSONResponse
+from gateway.http.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return JSONResponse(
-            {"code": code, "message": str(exc.detail)},
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            {"code": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(asyncpg.DataError)
@@ -106,6 +108,21 @@ def install_error_handlers(app: FastAPI) -> None:
         if unavailable_error(exc) is not None:  # wrapped: inside a group or a cause
             return await _unavailable(request, exc)
         return _internal_error(request, exc)
+
+
+def allowed_methods(request: Request) -> str:
+    """`Allow` for a 405: the methods of every route at this path.
+
+    Starlette puts only the first matching route's methods in `Allow`, and a path
+    such as /city/rooms is served by two routes (GET and POST).
+    """
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods.update(route.methods)
+    return ", ".join(sorted(methods))
 
 
 def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,14 +25,14 @@ import asyncpg
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.app.runtime import Runtime
 from gateway.core.errors import AppError, log_unavailable, unavailable_error, unstorable_input
+from gateway.http.deps import Services
 
 log = logging.getLogger(__name__)
 
 # (runtime, path groups, content type, authorization header, raw body) -> (status, body)
 Handler = Callable[
-    [Runtime, tuple[str, ...], str | None, str | None, bytes],
+    [Services, tuple[str, ...], str | None, str | None, bytes],
     Awaitable[tuple[int, dict[str, Any]]],
 ]
 _JSON_HEADER = (b"content-type", b"application/json")

@@ -8,21 +8,31 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.app.metrics import refresh_on_scrape
 from gateway.http.deps import RuntimeDep
-from gateway.infra.jsonio import JSONResponse
+from gateway.http.responses import JSONResponse
+from gateway.http.schemas import HealthOut, JSONOut, NotReadyOut, ReadyOut, error_responses
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], default_response_class=JSONOut)
 READY_TIMEOUT_SECONDS = 2.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut, responses=error_responses())
 async def healthz() -> JSONResponse:
+    """The process is alive (no dependency is asked)."""
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={
+        **error_responses(),
+        503: {"model": NotReadyOut, "description": "a dependency does not answer"},
+    },
+)
 async def readyz(rt: RuntimeDep) -> JSONResponse:
+    """PostgreSQL, Redis and (when configured) Synapse answer within 2 s each."""
+
     async def run(check_name: str) -> tuple[str, str | None]:
         try:
             await asyncio.wait_for(rt.ready_checks[check_name](), READY_TIMEOUT_SECONDS)
@@ -48,7 +58,22 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+class MetricsText(PlainTextResponse):
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get(
+    "/metrics",
+    response_class=MetricsText,
+    response_description="Prometheus text exposition format",
+    responses={
+        413: {
+            "description": "Request body over the configured limit",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+    },
+)
 async def metrics(rt: RuntimeDep) -> PlainTextResponse:
-    await refresh_on_scrape(rt)  # outbox/inbox gauges from PostgreSQL, cached
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics (`city_*`, plus the process's own)."""
+    await rt.metrics.refresh()  # outbox/inbox gauges from PostgreSQL, cached
+    return MetricsText(generate_latest())

@@ -9,8 +9,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.http.metrics import HTTP_DURATION, HTTP_REQUESTS, WS_CONNECTIONS, WS_OPENED
 from gateway.infra.logs import REQUEST_ID, USER_ID
-from gateway.infra.metrics import HTTP_DURATION, HTTP_REQUESTS, WS_CONNECTIONS, WS_OPENED
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")

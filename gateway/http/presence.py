@@ -15,73 +15,37 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.app.runtime import Runtime
 from gateway.core.auth import USER_ID_RE, bearer_from_header, decode_user_token, is_internal_token
 from gateway.core.errors import AppError, forbidden, unauthorized
-from gateway.core.presence.service import presence_of
-from gateway.http.deps import RuntimeDep
+from gateway.core.presence.metrics import PRESENCE_HEARTBEATS
+from gateway.http.deps import RuntimeDep, Services
 from gateway.http.fastpath import FastRoute
-from gateway.http.schemas import ERRORS, ErrorOut
-from gateway.infra.jsonio import JSONResponse
-from gateway.infra.metrics import PRESENCE_HEARTBEATS
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    **{status: {"model": ErrorOut} for status in (415, 503)},
-}
+from gateway.http.responses import JSONResponse
+from gateway.http.schemas import (
+    MAX_DEVICE_ID_CHARS,
+    USER_OR_SERVICE_TOKEN,
+    HeartbeatBody,
+    HeartbeatOut,
+    JSONOut,
+    PresenceListOut,
+    error_responses,
+)
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["presence"], responses=_ERRORS)
+router = APIRouter(tags=["presence"], default_response_class=JSONOut)
 
 MAX_USERS_PER_QUERY = 200
-MAX_DEVICE_ID_CHARS = 128
 # Larger values mean "idle for ages"; clamped so the Lua arithmetic stays exact.
 _MAX_LAST_ACTIVE_AGO = 10**12
 _HEARTBEAT_STATUSES = {"online": "online", "away": "away", "unavailable": "away"}
 _HEARTBEATS = PRESENCE_HEARTBEATS.labels("http")
 _JSON_TYPES = frozenset({b"application/json", b"text/plain", b""})
-
-
-# --- documentation only: the endpoint parses the body by hand ---------------------------
-
-
-class HeartbeatBody(BaseModel):
-    """The heartbeat body (application/json, or text/plain from sendBeacon)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    user_id: str = Field(pattern=USER_ID_RE.pattern)
-    status: Literal["online", "away", "unavailable", "offline"] | None = None
-    device_id: str | None = Field(default=None, min_length=1, max_length=MAX_DEVICE_ID_CHARS)
-    last_active_ago: int | None = Field(default=None, ge=0, description="milliseconds")
-    access_token: str | None = Field(
-        default=None, description="the token when no Authorization header can be set"
-    )
-
-
-class HeartbeatOut(BaseModel):
-    user_id: str
-    status: Literal["online", "away", "offline"]
-    matrix_user_id: str | None
-    heartbeat_seconds: float
-
-
-class PresenceUserOut(BaseModel):
-    user_id: str
-    status: Literal["online", "away", "offline"]
-    last_active_ago: int
-
-
-class PresenceListOut(BaseModel):
-    users: list[PresenceUserOut]
-
-
+# The endpoint parses the body by hand; the model only documents it.
 _BODY_SCHEMA = HeartbeatBody.model_json_schema()
 
 
@@ -93,19 +57,21 @@ def _invalid(code: str, message: str) -> AppError:
 
 
 async def heartbeat(
-    rt: Runtime, content_type: str | None, authorization: str | None, raw: bytes
+    rt: Services, content_type: str | None, authorization: str | None, raw: bytes
 ) -> dict[str, Any]:
     """The whole heartbeat: parse, authenticate, validate, one EVALSHA; the answer."""
     _HEARTBEATS.inc()
-    service = presence_of(rt)
+    service = rt.presence
     body = _parse_body(content_type, raw)
 
     # Who is calling: the header, else the body's access_token (sendBeacon).
+    # A body token of the wrong type is refused even when the header wins: the
+    # documented body says `access_token` is a string.
+    body_token = body.get("access_token")
+    if body_token is not None and not isinstance(body_token, str):
+        raise _invalid("invalid_access_token", "access_token must be a string")
     token = bearer_from_header(authorization)
     if token is None:
-        body_token = body.get("access_token")
-        if body_token is not None and not isinstance(body_token, str):
-            raise _invalid("invalid_access_token", "access_token must be a string")
         token = body_token or None
     if token is None:
         raise unauthorized("missing bearer token (header or access_token)")
@@ -132,6 +98,8 @@ async def heartbeat(
         )
     ago = body.get("last_active_ago")
     if ago is not None:
+        if type(ago) is float and ago.is_integer():
+            ago = int(ago)  # 208.0 is an integer in JSON (and in the documented schema)
         if type(ago) is not int or ago < 0:  # bool is an int subclass: rejected here
             raise _invalid(
                 "invalid_last_active_ago", "last_active_ago must be an integer >= 0 (ms)"
@@ -157,7 +125,7 @@ HEARTBEAT_PATH = "/internal/matrix/presence/online"
 
 
 async def _fast_heartbeat(
-    rt: Runtime,
+    rt: Services,
     params: tuple[str, ...],
     content_type: str | None,
     authorization: str | None,
@@ -173,6 +141,8 @@ HEARTBEAT_ROUTE = FastRoute(HEARTBEAT_PATH, re.compile(re.escape(HEARTBEAT_PATH)
 @router.post(
     HEARTBEAT_PATH,
     response_model=HeartbeatOut,
+    responses=error_responses(401, 403, 415, 422, 429, 503),
+    dependencies=[USER_OR_SERVICE_TOKEN],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -220,10 +190,20 @@ def _parse_body(content_type: str | None, raw: bytes) -> dict[str, Any]:
 # --- reads ------------------------------------------------------------------------------
 
 
-@router.get("/city/presence", response_model=PresenceListOut)
+@router.get("/city/presence", response_model=PresenceListOut, responses=error_responses(422, 503))
 async def presence_list(
     rt: RuntimeDep,
-    user_id: Annotated[list[str] | None, Query(description="repeat for several users")] = None,
+    user_id: Annotated[
+        list[str] | None,
+        # Documented here, checked below (with this endpoint's own error codes).
+        Query(
+            description=f"repeat for several users (at most {MAX_USERS_PER_QUERY})",
+            json_schema_extra={
+                "items": {"type": "string", "pattern": USER_ID_RE.pattern},
+                "maxItems": MAX_USERS_PER_QUERY,
+            },
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Each user's state, in the order asked; users never seen are `offline`."""
     user_ids = user_id or []
@@ -232,7 +212,7 @@ async def presence_list(
     for uid in user_ids:
         if not USER_ID_RE.match(uid):
             raise _invalid("invalid_user_id", f"not a city user id: {uid[:64]!r}")
-    states = await presence_of(rt).statuses(user_ids)
+    states = await rt.presence.statuses(user_ids)
     return JSONResponse(
         {
             "users": [

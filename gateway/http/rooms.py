@@ -6,28 +6,32 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
-from gateway.app.runtime import Runtime
 from gateway.core.auth import authenticate, bearer_from_header
 from gateway.core.errors import AppError, forbidden
 from gateway.core.messages import Author
-from gateway.http.deps import CurrentUser, RuntimeDep
+from gateway.http.deps import CurrentUser, RuntimeDep, Services
 from gateway.http.fastpath import FastRoute
+from gateway.http.responses import JSONResponse
 from gateway.http.schemas import (
-    ERRORS,
+    ID_MAX_CHARS,
+    NO_NUL,
+    USER_TOKEN,
     CreateRoomBody,
+    JSONOut,
     MessageOut,
     PostMessageBody,
     RoomOut,
     RoomPageOut,
+    error_responses,
 )
-from gateway.infra.jsonio import JSONResponse
 
-router = APIRouter(prefix="/city/rooms", tags=["rooms"], responses=ERRORS)
+RoomIdPath = Annotated[str, Path(description="`room_city_{slug}`", json_schema_extra=NO_NUL)]
+router = APIRouter(prefix="/city/rooms", tags=["rooms"], default_response_class=JSONOut)
 
 
-@router.get("", response_model=list[RoomOut])
+@router.get("", response_model=list[RoomOut], responses=error_responses(422, 503))
 async def list_rooms(
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -37,7 +41,13 @@ async def list_rooms(
     return JSONResponse([room.as_json(online) for room, online in rooms])
 
 
-@router.post("", response_model=RoomOut, status_code=201)
+@router.post(
+    "",
+    response_model=RoomOut,
+    status_code=201,
+    responses=error_responses(400, 401, 409, 422, 429, 503),
+    dependencies=[USER_TOKEN],
+)
 async def create_room(body: CreateRoomBody, user: CurrentUser, rt: RuntimeDep) -> JSONResponse:
     room = await rt.rooms.create(
         name=body.name, slug=body.slug, description=body.description, created_by=user.user_id
@@ -45,8 +55,8 @@ async def create_room(body: CreateRoomBody, user: CurrentUser, rt: RuntimeDep) -
     return JSONResponse(room.as_json(0), status_code=201)
 
 
-@router.get("/{room_id}", response_model=RoomPageOut)
-async def get_room(room_id: str, rt: RuntimeDep) -> JSONResponse:
+@router.get("/{room_id}", response_model=RoomPageOut, responses=error_responses(404, 422, 503))
+async def get_room(room_id: RoomIdPath, rt: RuntimeDep) -> JSONResponse:
     page = await rt.rooms.page(room_id)
     return JSONResponse(
         {
@@ -57,11 +67,13 @@ async def get_room(room_id: str, rt: RuntimeDep) -> JSONResponse:
     )
 
 
-@router.get("/{room_id}/messages", response_model=list[MessageOut])
+@router.get(
+    "/{room_id}/messages", response_model=list[MessageOut], responses=error_responses(404, 422, 503)
+)
 async def list_messages(
-    room_id: str,
+    room_id: RoomIdPath,
     rt: RuntimeDep,
-    before: Annotated[str | None, Query(max_length=128)] = None,
+    before: Annotated[str | None, Query(max_length=ID_MAX_CHARS, json_schema_extra=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JSONResponse:
     messages = await rt.messages.history(room_id, before, limit)
@@ -72,7 +84,11 @@ async def list_messages(
     "/{room_id}/messages",
     response_model=MessageOut,
     status_code=201,
-    responses={200: {"model": MessageOut, "description": "a retry with a known client_msg_id"}},
+    responses={
+        200: {"model": MessageOut, "description": "a retry with a known client_msg_id"},
+        **error_responses(401, 403, 404, 409, 415, 422, 429, 503),
+    },
+    dependencies=[USER_TOKEN],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -80,7 +96,7 @@ async def list_messages(
         }
     },
 )
-async def post_message(room_id: str, request: Request) -> JSONResponse:
+async def post_message(room_id: RoomIdPath, request: Request) -> JSONResponse:
     """Post as the token's user; the same `client_msg_id` again returns the first (200).
 
     Normally answered by `FastPaths` (gateway.http.fastpath) before this route; both
@@ -97,7 +113,7 @@ async def post_message(room_id: str, request: Request) -> JSONResponse:
 
 
 async def handle_post_message(
-    rt: Runtime,
+    rt: Services,
     params: tuple[str, ...],
     content_type: str | None,
     authorization: str | None,

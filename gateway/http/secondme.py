@@ -6,57 +6,50 @@ one user's history is never visible to another.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
 
-from gateway.core.secondme.service import secondme_service
 from gateway.http.deps import CurrentUser, RuntimeDep
-from gateway.http.schemas import ERRORS, ErrorOut
-from gateway.infra.jsonio import JSONResponse
+from gateway.http.responses import JSONResponse
+from gateway.http.schemas import (
+    USER_TOKEN,
+    HistoryItemOut,
+    InvokeBody,
+    InvokeOut,
+    JSONOut,
+    error_responses,
+)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    **{status: {"model": ErrorOut} for status in (429, 502, 503, 504)},
-}
-
-router = APIRouter(prefix="/secondme", tags=["secondme"], responses=_ERRORS)
-
-
-class InvokeBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    prompt: str
-
-
-class HistoryItemOut(BaseModel):
-    role: str
-    content: str
-    created_at: datetime
+router = APIRouter(
+    prefix="/secondme",
+    tags=["secondme"],
+    default_response_class=JSONOut,
+    dependencies=[USER_TOKEN],
+)
 
 
-class InvokeOut(BaseModel):
-    reply: str
-    history: list[HistoryItemOut]
-
-
-@router.post("/invoke", response_model=InvokeOut)
+@router.post(
+    "/invoke",
+    response_model=InvokeOut,
+    responses=error_responses(400, 401, 403, 422, 429, 502, 503, 504),
+)
 async def invoke(body: InvokeBody, user: CurrentUser, rt: RuntimeDep) -> JSONResponse:
     """Ask Second Me; `history` is your latest messages after this exchange, oldest first."""
-    exchange = await secondme_service(rt).invoke_second_me(user.require_user(), body.prompt)
+    exchange = await rt.secondme.invoke_second_me(user.require_user(), body.prompt)
     return JSONResponse(
         {"reply": exchange.reply, "history": [m.as_json() for m in exchange.history]}
     )
 
 
-@router.get("/history", response_model=list[HistoryItemOut])
+@router.get(
+    "/history", response_model=list[HistoryItemOut], responses=error_responses(401, 403, 422, 503)
+)
 async def history(
     user: CurrentUser,
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> JSONResponse:
     """Your latest `limit` messages with Second Me, oldest first."""
-    messages = await secondme_service(rt).get_last_messages(user.require_user(), limit)
+    messages = await rt.secondme.get_last_messages(user.require_user(), limit)
     return JSONResponse([m.as_json() for m in messages])

@@ -9,34 +9,25 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
-from gateway.app.runtime import Runtime
 from gateway.core.errors import AppError
-from gateway.core.presence.service import presence_of
 from gateway.core.storage.messages import count_since_hours
 from gateway.core.storage.rooms import count_rooms
-from gateway.http.deps import RuntimeDep
-from gateway.http.schemas import ERRORS
-from gateway.infra.jsonio import JSONResponse
+from gateway.http.deps import RuntimeDep, Services
+from gateway.http.responses import JSONResponse
+from gateway.http.schemas import JSONOut, StatsOut, error_responses
 
-router = APIRouter(prefix="/city", tags=["feed"], responses=ERRORS)
-
-
-class StatsOut(BaseModel):
-    rooms: int
-    messages_24h: int
-    users_online: int | None = Field(description="online or away; null while Redis is down")
+router = APIRouter(prefix="/city", tags=["feed"], default_response_class=JSONOut)
 
 
-async def _users_online(rt: Runtime) -> int | None:
+async def _users_online(rt: Services) -> int | None:
     try:
-        return await presence_of(rt).count_online()
+        return await rt.presence.count_online()
     except AppError:
         return None
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=error_responses(503))
 async def stats(rt: RuntimeDep) -> JSONResponse:
     rooms, messages_24h, users_online = await asyncio.gather(
         count_rooms(rt.db), count_since_hours(rt.db, 24), _users_online(rt)

@@ -1,10 +1,12 @@
 """The realtime hub: room sockets, their join/leave rules, and the starter that wires it.
 
-`start_realtime` (first in `runtime.subsystem_starters()`) builds the fanout and
-the cross-process membership store, installs the store as `rt.rooms.members`
-(so `members_online` is live), subscribes to `rt.hooks.message_posted` (so every
-stored message, whoever posted it, reaches the room's sockets), and puts the hub
-at `rt.extensions["realtime"]` for the WebSocket routes and the presence wiring.
+`start_realtime` (first of the parts gateway/app/runtime.py starts) builds the
+fanout and the cross-process membership store (`hub.members`, which the room
+service counts `members_online` with), subscribes to `hooks.message_posted`,
+`message_edited` and `message_deleted` (so every stored message, edit and delete,
+whichever side made it, reaches the room's sockets), and returns
+the hub: the WebSocket routes use it, and presence sends `room.presence` through
+it (it is the core's RoomPresence port).
 
 Room events (docs/realtime-rooms.md):
 
@@ -32,31 +34,27 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
-from gateway.core.errors import AppError
+from gateway.core.events import CityHooks
 from gateway.core.messages import Author, MessageService
+from gateway.core.metrics import RATE_LIMITED
 from gateway.core.models import Message
-from gateway.infra.metrics import RATE_LIMITED
+from gateway.core.storage import rooms as rooms_sql
+from gateway.infra.settings import Settings
+from gateway.infra.tasks import TaskGroup
 from gateway.realtime import wsproto
-from gateway.realtime.fanout import (
-    CLOSE_GOING_AWAY,
-    CLOSE_TOO_SLOW,
-    ClientSocket,
-    RoomFanout,
-    outgoing,
-)
+from gateway.realtime.fanout import RoomFanout
+from gateway.realtime.presence_sockets import PresenceSockets
 from gateway.realtime.room_members import RoomMembers
+from gateway.realtime.sockets import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, ClientSocket, outgoing
 from gateway.realtime.wsproto import FrameError
-
-if TYPE_CHECKING:
-    from gateway.app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "realtime"
 MAX_ROOMS_PER_SOCKET = 50
 
 
@@ -67,16 +65,21 @@ class Realtime:
         room_exists: Callable[[str], Awaitable[bool]],
         messages: MessageService,
         fanout: RoomFanout,
+        members: RoomMembers,
         queue_frames: int,
+        sockets_per_user: int,
     ) -> None:
         self._room_exists = room_exists
         self._messages = messages
         self.fanout = fanout
-        self.members: RoomMembers | None = None
+        self.members = members
         self._queue_frames = queue_frames
+        self.sockets_per_user = sockets_per_user
         # Rooms are never deleted, so a room seen once exists for good.
         self._known_rooms: set[str] = set()
-        self._drops: set[asyncio.Task[None]] = set()
+        self._drops = TaskGroup("realtime.drops", log)
+        # Presence sockets of this process (the presence service delivers to them).
+        self.presence_sockets = PresenceSockets()
         self.closing = False
 
     # --- sockets --------------------------------------------------------------------
@@ -113,7 +116,7 @@ class Realtime:
             return
         sock.rooms.add(room_id)
         local, subscribed = self.fanout.add(sock, room_id)
-        recorded = self._members().join(room_id, user_id) if local == 1 else None
+        recorded = self.members.join(room_id, user_id) if local == 1 else None
         await subscribed
         is_new = await recorded if recorded is not None else False
         frame = wsproto.room_join_frame(room_id, user_id)
@@ -141,7 +144,7 @@ class Realtime:
         left = self.fanout.remove(sock, room_id)
         if left != 0:
             return  # other local sockets of this user remain (or it was not there)
-        gone = await self._members().leave(room_id, sock.user_id)
+        gone = await self.members.leave(room_id, sock.user_id)
         if gone is not False:
             self.fanout.publish(room_id, wsproto.room_leave_frame(room_id, sock.user_id))
 
@@ -151,9 +154,7 @@ class Realtime:
             return
         log.info("dropping slow websocket of %s", sock.user_id)
         sock.close(CLOSE_TOO_SLOW, "client too slow")
-        task = asyncio.ensure_future(self._leave_all(sock))
-        self._drops.add(task)
-        task.add_done_callback(self._drops.discard)
+        self._drops.spawn(self._leave_all(sock))
 
     async def _leave_all(self, sock: ClientSocket) -> None:
         for room_id in list(sock.rooms):
@@ -180,13 +181,23 @@ class Realtime:
         """After-commit hook: every stored message goes to its room's sockets."""
         self.fanout.publish(message.room_id, wsproto.room_message_frame(message))
 
+    async def on_message_edited(self, message: Message) -> None:
+        """After-commit hook: an edit (from any side) reaches the room's sockets."""
+        self.fanout.publish(message.room_id, wsproto.room_message_edited_frame(message))
+
+    async def on_message_deleted(self, message: Message) -> None:
+        """After-commit hook: a delete (from any side) reaches the room's sockets."""
+        self.fanout.publish(
+            message.room_id, wsproto.room_message_deleted_frame(message.room_id, message.id)
+        )
+
     def publish_room_presence(self, room_id: str, user_id: str, status: str) -> None:
         """Send `room.presence {room_id, user_id, status}` to a room's sockets, all processes."""
         self.fanout.publish(room_id, wsproto.room_presence_frame(room_id, user_id, status))
 
     async def rooms_of_user(self, user_id: str) -> list[str]:
         """Rooms where the user has a socket on any process (for presence fanout)."""
-        return await self._members().rooms_of_user(user_id)
+        return await self.members.rooms_of_user(user_id)
 
     def announce_gone(self, room_id: str, user_id: str) -> None:
         """A dead process's member was reaped: tell the room they left."""
@@ -204,10 +215,6 @@ class Realtime:
             await asyncio.wait_for(
                 asyncio.gather(*(s.wait_done(timeout) for s in sockets)), timeout + 1
             )
-
-    def _members(self) -> RoomMembers:
-        assert self.members is not None
-        return self.members
 
 
 CloseFn = Callable[[int, str], Awaitable[None]]
@@ -247,18 +254,15 @@ class SocketSlot:
 
 
 async def admit_socket(
-    rt: Runtime, user_id: str, expires_at: float | None, close: CloseFn
+    hub: Realtime, user_id: str, expires_at: float | None, close: CloseFn
 ) -> SocketSlot | None:
     """Admit an accepted socket, or close it with 4429 when the user has too many.
 
     Room and presence sockets count together, across processes (Redis; see
     gateway.realtime.room_members). The caller must `release()` the slot when the socket ends.
     """
-    hub: Realtime | None = rt.extensions.get(EXTENSION)
-    members = hub.members if hub is not None else None
-    if members is None:
-        return SocketSlot(None, None, expires_at)
-    limit = rt.settings.limit_websockets_per_user
+    members = hub.members
+    limit = hub.sockets_per_user
     socket_id = await members.open_socket(user_id, limit)
     if socket_id is None:
         RATE_LIMITED.labels("websockets").inc()
@@ -267,52 +271,61 @@ async def admit_socket(
     return SocketSlot(members, socket_id, expires_at)
 
 
-async def start_realtime(rt: Runtime, stack: AsyncExitStack) -> None:
-    settings = rt.settings
+async def start_realtime(
+    settings: Settings,
+    *,
+    db: asyncpg.Pool,
+    redis: aioredis.Redis,
+    messages: MessageService,
+    hooks: CityHooks,
+    stack: AsyncExitStack,
+) -> Realtime:
+    """Starter: fanout, room membership and the hub; first of the parts to start."""
     process_id = secrets.token_hex(8)
 
     async def room_exists(room_id: str) -> bool:
         try:
-            await rt.rooms.get(room_id)
-        except (AppError, asyncpg.DataError):  # DataError: an id PostgreSQL cannot hold
+            return await rooms_sql.get_room(db, room_id) is not None
+        except asyncpg.DataError:  # an id PostgreSQL cannot hold
             return False
-        return True
 
-    hub: Realtime
+    hub: Realtime  # the callbacks below run only once the hub exists
     fanout = RoomFanout(
-        redis=rt.redis,
+        redis=redis,
         redis_url=settings.redis_url,
         prefix=settings.city_redis_prefix,
         process_id=process_id,
         on_overflow=lambda sock: hub.drop_slow(sock),
     )
-    hub = Realtime(
-        room_exists=room_exists,
-        messages=rt.messages,
-        fanout=fanout,
-        queue_frames=settings.ws_send_queue_frames,
-    )
     members = RoomMembers(
-        rt.redis,
+        redis,
         prefix=settings.city_redis_prefix,
         process_id=process_id,
         lease_seconds=settings.ws_member_lease_seconds,
         local_members=fanout.local_members,
         local_counts=fanout.local_counts,
-        on_gone=hub.announce_gone,
+        on_gone=lambda room_id, user_id: hub.announce_gone(room_id, user_id),
     )
-    hub.members = members
+    hub = Realtime(
+        room_exists=room_exists,
+        messages=messages,
+        fanout=fanout,
+        members=members,
+        queue_frames=settings.ws_send_queue_frames,
+        sockets_per_user=settings.limit_websockets_per_user,
+    )
     await fanout.start()
     stack.push_async_callback(fanout.stop)
     await members.start()
     stack.push_async_callback(members.stop)
-    rt.rooms.members = members
-    rt.hooks.message_posted.append(hub.on_message_posted)
-    rt.extensions[EXTENSION] = hub
+    hooks.message_posted.append(hub.on_message_posted)
+    hooks.message_edited.append(hub.on_message_edited)
+    hooks.message_deleted.append(hub.on_message_deleted)
     restore = _close_sockets_before_exit(hub)
     stack.callback(restore)
     # Runs first on shutdown: sockets still open get 1001 before memberships go.
     stack.push_async_callback(_close_remaining, hub)
+    return hub
 
 
 async def _close_remaining(hub: Realtime) -> None:
@@ -334,7 +347,7 @@ def _close_sockets_before_exit(hub: Realtime) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     installed: dict[int, Any] = {}
-    tasks: set[asyncio.Task[None]] = set()
+    tasks = TaskGroup("realtime.signals", log)
 
     def wrap(signum: int, previous: Callable[[int, FrameType | None], Any]) -> Any:
         def handler(sig: int, frame: FrameType | None) -> None:
@@ -349,9 +362,7 @@ def _close_sockets_before_exit(hub: Realtime) -> Callable[[], None]:
                 previous(sig, None)
 
             def begin() -> None:
-                task = loop.create_task(close_then_exit())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.spawn(close_then_exit())
 
             loop.call_soon_threadsafe(begin)
 

@@ -44,6 +44,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from gateway.infra.tasks import TaskGroup
+from gateway.realtime import room_members_scripts as scripts
+
 log = logging.getLogger(__name__)
 
 SEP = "|"  # neither room ids nor user ids contain it
@@ -55,159 +58,6 @@ _TICKS_PER_LEASE_SETTING = 12
 # A user's socket set outlives its last change by this long; each process writes its
 # sockets again every quarter of it, so the set never expires under live sockets.
 _SOCKETS_TTL_MS = 24 * 3600 * 1000
-
-# Shared Lua: server time in ms, and removing one "room|user" pair's contribution.
-_LIB = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function drop_pair(prefix, entry)
-  local sep = string.find(entry, '|', 1, true)
-  local room = string.sub(entry, 1, sep - 1)
-  local user = string.sub(entry, sep + 1)
-  local rkey = prefix .. 'city:ws:room:' .. room
-  local ukey = prefix .. 'city:ws:user:' .. user
-  local n = redis.call('HINCRBY', rkey, user, -1)
-  if n <= 0 then redis.call('HDEL', rkey, user) end
-  local m = redis.call('HINCRBY', ukey, room, -1)
-  if m <= 0 then redis.call('HDEL', ukey, room) end
-  return n <= 0
-end
-local function add_pair(prefix, pkey, entry)
-  if redis.call('SADD', pkey, entry) == 0 then return false end
-  local sep = string.find(entry, '|', 1, true)
-  local room = string.sub(entry, 1, sep - 1)
-  local user = string.sub(entry, sep + 1)
-  redis.call('HINCRBY', prefix .. 'city:ws:user:' .. user, room, 1)
-  return redis.call('HINCRBY', prefix .. 'city:ws:room:' .. room, user, 1) == 1
-end
-"""
-
-# KEYS: procs, proc set. ARGV: prefix, pid, entry.
-# -> 1 the user is new in the room (no process had them), 0 not new, -1 our lease is
-# gone (the caller re-registers everything).
-_JOIN = (
-    _LIB
-    + """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not score or tonumber(score) < now_ms() then return -1 end
-if add_pair(ARGV[1], KEYS[2], ARGV[3]) then return 1 end
-return 0
-"""
-)
-
-# KEYS: proc set, room hash. ARGV: prefix, entry, user. -> 1 the user left the room
-# (no process holds them there any more), else 0.
-_LEAVE = (
-    _LIB
-    + """
-if redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
-  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then return 1 end
-  return 0
-end
-if drop_pair(ARGV[1], ARGV[2]) then return 1 end
-return 0
-"""
-)
-
-# KEYS: procs. ARGV: pid, lease ms. -> 1 if our lease had lapsed or was missing.
-_RENEW = (
-    _LIB
-    + """
-local now = now_ms()
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-if not score or tonumber(score) < now then return 1 end
-return 0
-"""
-)
-
-# Replace everything a process holds with the given pairs (registration, recovery).
-# KEYS: procs, proc set. ARGV: prefix, pid, lease ms, entries...
-_RESYNC = (
-    _LIB
-    + """
-for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do drop_pair(ARGV[1], entry) end
-redis.call('DEL', KEYS[2])
-for i = 4, #ARGV do add_pair(ARGV[1], KEYS[2], ARGV[i]) end
-redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[3]), ARGV[2])
-return #ARGV - 3
-"""
-)
-
-# Pop up to ARGV[3] pairs of one process and drop their counts; when none are left,
-# forget the process. With ARGV[2] = '' it picks a process whose lease expired
-# (reaping); else that process (shutdown). Returns {pid, pairs left, gone pairs...}
-# or {} when there is nothing to reap.
-_REAP = (
-    _LIB
-    + """
-local pid = ARGV[2]
-if pid == '' then
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now_ms(), 'LIMIT', 0, 1)
-  if #dead == 0 then return {} end
-  pid = dead[1]
-end
-local pkey = ARGV[1] .. 'city:ws:proc:' .. pid
-local out = {pid, 0}
-for _, entry in ipairs(redis.call('SPOP', pkey, tonumber(ARGV[3]))) do
-  if drop_pair(ARGV[1], entry) then table.insert(out, entry) end
-end
-local left = redis.call('SCARD', pkey)
-if left == 0 then redis.call('ZREM', KEYS[1], pid) end
-out[2] = left
-return out
-"""
-)
-
-# Count the user's open sockets (dropping those of processes whose lease expired) and
-# add this one unless they already have ARGV[3]. KEYS: procs, the user's socket set.
-# ARGV: own pid, member "pid|socket", limit, set TTL ms. -> 1 added, 0 over the limit.
-_SOCKET_OPEN = (
-    _LIB
-    + """
-local now = now_ms()
-local alive = {}
-alive[ARGV[1]] = true
-local count = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local pid = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
-  local ok = alive[pid]
-  if ok == nil then
-    local score = redis.call('ZSCORE', KEYS[1], pid)
-    ok = score ~= false and tonumber(score) >= now
-    alive[pid] = ok
-  end
-  if ok then count = count + 1 else redis.call('ZREM', KEYS[2], m) end
-end
-if count >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[2], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-)
-
-# KEYS: the user's socket set. ARGV: member, TTL ms (re-registering after a lost
-# lease, and the periodic refresh: no limit check, the socket is open already).
-_SOCKET_READD = """
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-_SOCKET_CLOSE = "return redis.call('ZREM', KEYS[1], ARGV[1])"
-
-# ARGV: room key prefix, room ids joined by ",". One argument in and one string out
-# keep the client's encoding and parsing flat for a page of 100 rooms.
-_COUNTS = """
-local out, i = {}, 0
-for room in string.gmatch(ARGV[2], '[^,]+') do
-  i = i + 1
-  out[i] = redis.call('HLEN', ARGV[1] .. room)
-end
-return table.concat(out, ',')
-"""
 
 
 @dataclass(slots=True)
@@ -242,15 +92,15 @@ class RoomMembers:
         self._on_gone = on_gone
         self._procs_key = f"{prefix}city:ws:procs"
         self._proc_key = f"{prefix}city:ws:proc:{process_id}"
-        self._join = redis.register_script(_JOIN)
-        self._leave = redis.register_script(_LEAVE)
-        self._renew = redis.register_script(_RENEW)
-        self._resync = redis.register_script(_RESYNC)
-        self._reap = redis.register_script(_REAP)
-        self._counts = redis.register_script(_COUNTS)
-        self._socket_open = redis.register_script(_SOCKET_OPEN)
-        self._socket_readd = redis.register_script(_SOCKET_READD)
-        self._socket_close = redis.register_script(_SOCKET_CLOSE)
+        self._join = redis.register_script(scripts.JOIN)
+        self._leave = redis.register_script(scripts.LEAVE)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._resync = redis.register_script(scripts.RESYNC)
+        self._reap = redis.register_script(scripts.REAP)
+        self._counts = redis.register_script(scripts.COUNTS)
+        self._socket_open = redis.register_script(scripts.SOCKET_OPEN)
+        self._socket_readd = redis.register_script(scripts.SOCKET_READD)
+        self._socket_close = redis.register_script(scripts.SOCKET_CLOSE)
         # This process's open sockets: member "pid|socket id" -> user id.
         self._sockets: dict[str, str] = {}
         self._sockets_written = time.monotonic()
@@ -259,7 +109,7 @@ class RoomMembers:
         self._idle = asyncio.Event()
         self._kick = asyncio.Event()
         self._dirty = True  # nothing registered yet
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = TaskGroup("room_members", log)
         self._failures = 0
 
     def room_key(self, room_id: str) -> str:
@@ -274,8 +124,8 @@ class RoomMembers:
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._lease_loop())]
+        self._loops.spawn(self._write_loop(), name="room_members.writer")
+        self._loops.spawn(self._lease_loop(), name="room_members.lease")
         # Register before the first socket arrives (best effort: Redis may be down).
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.resync(), 5)
@@ -292,9 +142,7 @@ class RoomMembers:
 
     async def detach(self) -> None:
         """Stop background work and leave the records (as a crashed process would)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._loops.aclose()
 
     # --- changes (called in the order local state changes; never awaited inline) ---
 

@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 
 from gateway.core.auth import decode_user_token
 from gateway.core.errors import AppError
-from gateway.core.presence.service import EXTENSION, PresenceService
-from gateway.http.deps import RuntimeDep
-from gateway.infra.metrics import PRESENCE_HEARTBEATS
+from gateway.core.presence.metrics import PRESENCE_HEARTBEATS
+from gateway.core.presence.service import PresenceService
 from gateway.realtime import wsproto
-from gateway.realtime.fanout import ClientSocket, outgoing
+from gateway.realtime.deps import ServicesDep
 from gateway.realtime.hub import admit_socket
+from gateway.realtime.sockets import ClientSocket, outgoing
 from gateway.realtime.wsproto import FrameError, PingFrame
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,9 @@ class _Device:
 
 
 @router.websocket("/ws/city/presence")
-async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | None = None) -> None:
-    service: PresenceService | None = rt.extensions.get(EXTENSION)
+async def presence_socket(websocket: WebSocket, rt: ServicesDep, token: str | None = None) -> None:
+    service = rt.presence
     await websocket.accept()
-    if service is None:
-        await websocket.close(wsproto.CLOSE_UNAVAILABLE, "presence is not available")
-        return
     try:
         principal = decode_user_token(rt.settings.jwt_secret, token or "")
         user_id = principal.require_user()
@@ -90,13 +87,13 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
         await websocket.close(code, reason)
 
     # Counted with the user's room sockets (close 4429 over the cap); 4401 at token expiry.
-    slot = await admit_socket(rt, user_id, principal.expires_at, close)
+    slot = await admit_socket(rt.realtime, user_id, principal.expires_at, close)
     if slot is None:
         return
     sock = ClientSocket(user_id, websocket.send, close, rt.settings.ws_send_queue_frames)
     sock.start()
     slot.watch(sock)
-    service.sockets.add(sock)
+    rt.realtime.presence_sockets.add(sock)
     devices = _Device(user_id)
     try:
         while True:
@@ -111,7 +108,7 @@ async def presence_socket(websocket: WebSocket, rt: RuntimeDep, token: str | Non
             await _handle(service, sock, devices, raw)
     finally:
         slot.release()
-        service.sockets.remove(sock)
+        rt.realtime.presence_sockets.remove(sock)
         sock.stop()
         for device_id in devices.live:
             try:

@@ -17,10 +17,10 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.core.auth import decode_user_token
 from gateway.core.errors import AppError, unstorable_input
-from gateway.http.deps import RuntimeDep
 from gateway.realtime import wsproto
-from gateway.realtime.fanout import ClientSocket, outgoing
-from gateway.realtime.hub import EXTENSION, Realtime, admit_socket
+from gateway.realtime.deps import ServicesDep
+from gateway.realtime.hub import Realtime, admit_socket
+from gateway.realtime.sockets import ClientSocket, outgoing
 from gateway.realtime.wsproto import FrameError, JoinFrame, LeaveFrame, PingFrame, SendFrame
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,11 @@ _PONG = outgoing(wsproto.PONG_FRAME)
 
 @router.websocket("/ws/city/rooms/{room_id}")
 async def room_socket(
-    websocket: WebSocket, room_id: str, rt: RuntimeDep, token: str | None = None
+    websocket: WebSocket, room_id: str, rt: ServicesDep, token: str | None = None
 ) -> None:
-    hub: Realtime | None = rt.extensions.get(EXTENSION)
+    hub = rt.realtime
     await websocket.accept()
-    if hub is None or hub.closing:
+    if hub.closing:
         await websocket.close(wsproto.CLOSE_UNAVAILABLE, "realtime is not available")
         return
     try:
@@ -52,7 +52,7 @@ async def room_socket(
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
-    slot = await admit_socket(rt, user_id, principal.expires_at, close)
+    slot = await admit_socket(hub, user_id, principal.expires_at, close)
     if slot is None:
         return  # closed with 4429
     sock = hub.open_socket(user_id, websocket.send, close)

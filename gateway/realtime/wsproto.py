@@ -131,6 +131,16 @@ def room_message_frame(message: Message) -> str:
     )
 
 
+def room_message_edited_frame(message: Message) -> str:
+    return encode(
+        {"event": "room.message_edited", "room_id": message.room_id, "message": message.as_json()}
+    )
+
+
+def room_message_deleted_frame(room_id: str, message_id: str) -> str:
+    return encode({"event": "room.message_deleted", "room_id": room_id, "message_id": message_id})
+
+
 def room_join_frame(room_id: str, user_id: str) -> str:
     return encode({"event": "room.join", "room_id": room_id, "user_id": user_id})
 

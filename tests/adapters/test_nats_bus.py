@@ -75,7 +75,7 @@ async def test_city_events_are_published_after_commit(
 ) -> None:
     gw = await gateway_factory(**bus_settings(stream))
     # The stream is created by the gateway when missing; default rooms were announced.
-    await wait_until(lambda: gw.runtime.extensions["nats_bus"].connected, timeout=10)
+    await wait_until(lambda: gw.runtime.nats.connected, timeout=10)
 
     posted = await gw.http.post(
         f"/city/rooms/{GENERAL}/messages",
@@ -137,7 +137,7 @@ async def test_city_events_are_published_after_commit(
         json={"body": "once", "client_msg_id": "c1"},
         headers=gw.auth("u_bus"),
     )
-    bus = gw.runtime.extensions["nats_bus"]
+    bus = gw.runtime.nats
     await wait_until(lambda: bus.queued == 0 and bus._idle.is_set())
     bodies = [b["message"]["body"] for s, b in await stream.events() if s.endswith("room_message")]
     assert bodies == ["hello bus", "once"]
@@ -202,7 +202,7 @@ async def test_nats_down_never_blocks_the_city_api(
     gw = await gateway_factory(
         **bus_settings(stream, nats_url=f"nats://127.0.0.1:{port}", nats_queue_max=5)
     )
-    bus = gw.runtime.extensions["nats_bus"]
+    bus = gw.runtime.nats
     elapsed = await post_many(gw, 12)
     # A post that waited for NATS would take >= 2 s (connect timeout) or 5 s (ack
     # timeout) each, so >= 24 s here; the bound is loose on purpose (a busy machine).
@@ -223,7 +223,7 @@ async def test_events_queued_while_nats_was_unreachable_are_published_once_it_is
     # A proxy port that refuses until we start forwarding to the real server.
     port = free_port()
     gw = await gateway_factory(**bus_settings(stream, nats_url=f"nats://127.0.0.1:{port}"))
-    bus = gw.runtime.extensions["nats_bus"]
+    bus = gw.runtime.nats
     for body in ("early 1", "early 2"):
         response = await gw.http.post(
             f"/city/rooms/{GENERAL}/messages", json={"body": body}, headers=gw.auth("u_1")

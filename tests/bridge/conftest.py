@@ -103,7 +103,7 @@ class PortGateway(InProcessGateway):
 
     @property
     def bridge(self) -> Any:
-        return self.runtime.extensions["bridge"]
+        return self.runtime.bridge
 
     async def started_bridge(self) -> PortGateway:
         await asyncio.wait_for(self.bridge.started.wait(), 30)

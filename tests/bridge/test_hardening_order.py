@@ -14,8 +14,16 @@ from typing import Any
 import asyncpg
 import nio
 
+from bridge.storage import OutboxQueue
 from gateway.core.ids import new_feed_event_id, new_message_id
-from gateway.core.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.core.storage.messages import (
+    AUTHOR_NAME,
+    STORED,
+    NewFeedEvent,
+    NewMessage,
+    insert_message,
+    insert_statement,
+)
 from tests.bridge.conftest import (
     BridgeEnv,
     Element,
@@ -25,6 +33,9 @@ from tests.bridge.conftest import (
     process_on_port,
 )
 from tests.servers import Gateway, free_port, wait_until
+
+# The insert as the gateway runs it with the bridge on: the outbox row in the same statement.
+QUEUED_INSERT = insert_statement(OutboxQueue().queue_statement(STORED, AUTHOR_NAME))
 
 # Someone waits for the room's order lock (migrations/0004_room_order.sql).
 WAITING_FOR_ROOM = """
@@ -147,8 +158,8 @@ async def test_an_uncommitted_earlier_message_holds_back_later_ones(
             db,
             NewMessage(id=early, room_id=room_id, body="early", author_user_id="u_early"),
             NewFeedEvent(id=new_feed_event_id(), kind="room_message", payload={"body": "early"}),
-            True,
-            "Early",
+            queued=QUEUED_INSERT,
+            author_name="Early",
         )
         resp = await bridged.http.post(
             f"/city/rooms/{room_id}/messages",

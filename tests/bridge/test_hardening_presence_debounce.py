@@ -44,7 +44,7 @@ async def test_flapping_user_costs_one_put_per_window_and_the_last_state_wins(
     await alice.wait_for_message(room_id, lambda e: e["content"].get("body") == "flap")
 
     mirror = gw.bridge.presence
-    presence = gw.runtime.extensions["presence"]
+    presence = gw.runtime.presence
     sent_before, announced_before = mirror.sent, presence.announced
     started = time.monotonic()
     # online, away, online, ..., away: every heartbeat is a transition.

@@ -115,7 +115,7 @@ PRIVATE = [("user", SECRET), ("assistant", f"echo: {SECRET}")]
 
 
 async def private_history(gw: PortGateway, user_id: str) -> list[tuple[str, str]]:
-    service = gw.runtime.extensions["secondme"]
+    service = gw.runtime.secondme
     return [(m.role, m.content) for m in await service.get_last_messages(user_id, 50)]
 
 

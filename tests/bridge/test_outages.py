@@ -10,8 +10,16 @@ import asyncpg
 import httpx
 import pytest
 
+from bridge.storage import OutboxQueue
 from gateway.core.ids import new_feed_event_id, new_message_id
-from gateway.core.storage.messages import NewFeedEvent, NewMessage, insert_message
+from gateway.core.storage.messages import (
+    AUTHOR_NAME,
+    STORED,
+    NewFeedEvent,
+    NewMessage,
+    insert_message,
+    insert_statement,
+)
 from tests.bridge.conftest import (
     BridgeEnv,
     MakeElement,
@@ -21,6 +29,9 @@ from tests.bridge.conftest import (
     matrix_history,
 )
 from tests.servers import Gateway, wait_until
+
+# The insert as the gateway runs it with the bridge on: the outbox row in the same statement.
+QUEUED_INSERT = insert_statement(OutboxQueue().queue_statement(STORED, AUTHOR_NAME))
 
 ROOMS = ("room_city_general", "room_city_welcome")
 
@@ -210,7 +221,7 @@ async def test_uncertain_send_is_looked_up_before_sending_again(
                 kind="room_message",
                 payload={"body": "sent once", "source": "city"},
             ),
-            True,
+            queued=QUEUED_INSERT,
         )
         await db.execute("update matrix_outbox set uncertain = true, attempts = 1")
     bridged.bridge.outbox.nudge("room_city_general")

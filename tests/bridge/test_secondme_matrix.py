@@ -139,7 +139,7 @@ async def test_dm_gets_one_reply_and_is_the_matrix_users_history(
         {"role": "user", "content": "hello Second Me"},
         {"role": "assistant", "content": "echo: hello Second Me"},
     ]
-    service = gw.runtime.extensions["secondme"]
+    service = gw.runtime.secondme
     # The answer is stored right after it is sent to Matrix (where Alice saw it).
     history = await wait_until(
         lambda: _when_at_least(service.get_last_messages(alice.user_id, 10), 4)
@@ -154,7 +154,7 @@ async def test_dm_gets_one_reply_and_is_the_matrix_users_history(
     assert await db.fetchval("select count(*) from city_room_messages") == 0
 
     # The same event once more, straight to the bot's listener: the claim holds.
-    bot = gw.runtime.extensions["secondme_bot"]
+    bot = gw.runtime.secondme_bot
     await bot.on_message(
         InboundMessage(
             event_id=asked,
@@ -168,7 +168,7 @@ async def test_dm_gets_one_reply_and_is_the_matrix_users_history(
         )
     )
     await bot.wait_idle()
-    await gw.runtime.extensions["secondme_replies"].wait_idle()
+    await gw.runtime.secondme_replies.wait_idle()
     assert len(fake.requests) == 2
     await alice.sync()
     assert len(from_secondme(bridge_env, alice, dm)) == 2
@@ -209,7 +209,7 @@ async def test_dm_with_agents_core_down_gets_a_notice(
     _, reply = await reply_to(bridge_env, alice, dm, "anyone?")
 
     assert reply["content"]["body"] == UNAVAILABLE_NOTICE
-    history = await gw.runtime.extensions["secondme"].get_last_messages(alice.user_id, 10)
+    history = await gw.runtime.secondme.get_last_messages(alice.user_id, 10)
     assert [(m.role, m.content) for m in history] == [("user", "anyone?")]
 
 

@@ -104,7 +104,7 @@ async def test_users_who_stop_after_a_redis_loss_go_offline_once(
             assert [u["status"] for u in r.json()["users"]] == ["offline", "online"]
         finally:
             stay.cancel()
-    assert one.runtime.extensions["presence"].losses_seen == 1
+    assert one.runtime.presence.recovery.losses_seen == 1
 
 
 async def test_a_missed_update_reaches_sockets_after_resubscribing(

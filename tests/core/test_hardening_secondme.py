@@ -133,7 +133,7 @@ async def test_one_rate_limit_notice_per_user_per_window(
         return len(states) == mentions and all(s["state"] != "pending" for s in states)
 
     await wait_until(all_finished)
-    await gw.runtime.extensions["secondme_replies"].wait_idle()
+    await gw.runtime.secondme_replies.wait_idle()
     bodies = await agent_bodies(gw)
     notices = [b for b in bodies if b.startswith("Too many requests to Second Me.")]
     answers = [b for b in bodies if b.startswith("echo: ")]

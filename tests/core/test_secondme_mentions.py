@@ -49,7 +49,7 @@ async def start(
 
 
 def replies_of(gw: InProcessGateway) -> SecondMeReplies:
-    replies: SecondMeReplies = gw.runtime.extensions["secondme_replies"]
+    replies: SecondMeReplies = gw.runtime.secondme_replies
     return replies
 
 
@@ -284,7 +284,7 @@ async def test_mention_whose_hook_never_ran_is_answered_once_by_two_processes(
     )
 
     claimed = await asyncio.gather(
-        *(gw.runtime.extensions["secondme_mentions"].sweep_once() for gw in (first, second, first))
+        *(gw.runtime.secondme_mentions.sweep_once() for gw in (first, second, first))
     )
 
     # (A background sweeper may have been first; either way one reply, one call.)
@@ -295,7 +295,7 @@ async def test_mention_whose_hook_never_ran_is_answered_once_by_two_processes(
     assert reply["body"] == "echo: are you there?"
     assert len(fake.requests) == 1
     # Nothing left to do for anyone.
-    assert await second.runtime.extensions["secondme_mentions"].sweep_once() == 0
+    assert await second.runtime.secondme_mentions.sweep_once() == 0
 
 
 async def test_reply_of_a_dead_process_is_taken_over_once(

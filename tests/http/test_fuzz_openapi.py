@@ -11,16 +11,21 @@ and Synapse's `hs_token` for the appservice routes (also their legacy paths with
 - every error is JSON with a string `code` (`errcode` on the appservice routes, whose
   client is Synapse and which speak Matrix's error shape);
 - the gateway logs no ERROR meanwhile (work done after the answer, such as applying
-  a transaction's events, fails only in the log).
+  a transaction's events, fails only in the log);
+- every answer conforms to the document: documented status, content type, headers
+  and body schema (schemathesis's conformance checks).
 
-Response times and conformance to the documented response schemas are not checked
-here (the document is known to be incomplete). The homeserver the bridge points at
-does not answer: the appservice routes must still answer, at worst 502/503/504 with a
-Matrix `errcode` where they have to ask the homeserver first (never a 500); /readyz's
-503 is its documented answer then.
+tests/http/test_schemathesis_cli.py also runs the schemathesis CLI itself with `--checks
+all` (coverage, fuzzing and stateful phases: schema-valid requests accepted,
+schema-violating ones refused, `Allow` on 405/OPTIONS, missing auth refused, ...).
+
+The homeserver the bridge points at does not answer: the appservice routes must still
+answer, at worst 502/503/504 with a Matrix `errcode` where they have to ask the
+homeserver first (never a 500); /readyz's 503 is its documented answer then.
 
 Bounded time: `CITY_FUZZ_EXAMPLES` (default 25) cases per route and credential
-kind, the same cases every run; `CITY_FUZZ_SEED=<int>` draws others. A longer local
+kind, the same cases every run; `CITY_FUZZ_SEED=<int>` draws others (for the CLI run
+too, which makes `CITY_FUZZ_CLI_EXAMPLES`, default 30, cases per operation). A longer local
 run: `CITY_FUZZ_EXAMPLES=500 CITY_FUZZ_SEED=$RANDOM .venv/bin/pytest
 tests/http/test_fuzz_openapi.py`. A failure shows the request as a curl command and the
 gateway's ERROR log (with the traceback).
@@ -44,7 +49,13 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import Case, CheckContext, GenerationMode, Response
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from gateway.app.main import create_app
 from gateway.core.auth import mint_token
@@ -298,6 +309,17 @@ def json_error_code(ctx: CheckContext, response: Response, case: Case[Any]) -> b
     return None
 
 
+# The answer matches the document: a documented status with its content type, headers
+# and body schema. (The request-side checks need schemathesis's own phases: they run
+# in test_schemathesis_all_checks.)
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
 class _ErrorLog(logging.Handler):
     """Collects the gateway's ERROR records, to show the traceback of a failure."""
 
@@ -354,7 +376,7 @@ def _fuzz_with(
     def run(case: Case[Any]) -> None:
         response = case.call(base_url=base_url, session=session, timeout=30)
         statuses.add(response.status_code)
-        case.validate_response(response, checks=[no_server_error, json_error_code])
+        case.validate_response(response, checks=[no_server_error, json_error_code, *CONFORMANCE])
 
     if SEED is not None:
         run = hypothesis.seed(SEED)(run)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.core.presence.service import ghost_namer
+from bridge.naming import matrix_identity
 from tests.conftest import INTERNAL_TOKEN, REDIS_PREFIX, GatewayFactory, make_settings
 from tests.servers import InProcessGateway, wait_until
 
@@ -278,10 +278,10 @@ def test_matrix_user_id_uses_the_bridge_naming() -> None:
         matrix_as_token="a" * 32,
         matrix_hs_token="h" * 32,
     )
-    name = ghost_namer(settings)
+    name = matrix_identity(settings).matrix_user_id
     assert name("u_123") == "@city_u_123:city.test"
     assert name("u_Ab=") == "@city_u_=41b=3d:city.test"
-    assert ghost_namer(make_settings())("u_123") is None
+    assert matrix_identity(make_settings()).matrix_user_id("u_123") is None
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -336,7 +336,7 @@ async def test_presence_metrics_and_readiness(gw: InProcessGateway) -> None:
     r = await gw.http.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"]["presence"] == "ok", r.text
     await beat(gw, {"user_id": "u_metrics"})
-    await wait_until(lambda: gw.runtime.extensions["presence"].announced == 1)
+    await wait_until(lambda: gw.runtime.presence.announced == 1)
     text = (await gw.http.get("/metrics")).text
     assert 'city_presence_heartbeats_total{transport="http"}' in text
     # The bare ASGI route is labelled by its path like the FastAPI routes.

@@ -346,7 +346,7 @@ async def test_service_functions_of_the_seed(
     gateway_factory: GatewayFactory, fake: FakeAgentsCore
 ) -> None:
     gw = await start(gateway_factory, fake)
-    service = gw.runtime.extensions["secondme"]
+    service = gw.runtime.secondme
 
     session = await service.get_or_create_session("u_s")
     assert session.id.startswith("smsess_")

@@ -150,7 +150,7 @@ async def test_a_killed_process_members_vanish_within_the_lease_setting(
     victim = await GatewayProcess(make_settings(ws_member_lease_seconds=lease)).start()
     redis = survivor.runtime.redis
     procs_key = f"{survivor.settings.city_redis_prefix}city:ws:procs"
-    mine = survivor.runtime.extensions["realtime"].members.process_id
+    mine = survivor.runtime.realtime.members.process_id
     try:
         async with client(victim, "u_ann"):
             assert await online(survivor) == (1, 1)

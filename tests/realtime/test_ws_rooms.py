@@ -307,7 +307,7 @@ async def test_members_online_counts_distinct_users(gateway: InProcessGateway) -
     async with client(gateway, "u_ann"), client(gateway, "u_ann"), client(gateway, "u_bob"):
         assert await online(gateway) == (2, 2)
         assert await online(gateway, WELCOME) == (0, 0)
-        hub = gateway.runtime.extensions["realtime"]
+        hub = gateway.runtime.realtime
         assert await hub.rooms_of_user("u_ann") == [GENERAL]
     await wait_until(lambda: _online_is(gateway, 0))
 
@@ -365,7 +365,7 @@ async def test_fanout_resumes_after_pubsub_connection_dies(
 ) -> None:
     one = await gateway_factory()
     two = await gateway_factory()
-    channels = two.runtime.extensions["realtime"].fanout.channels
+    channels = two.runtime.realtime.fanout.subscriber
     async with client(one, "u_ann") as ann, client(two, "u_bob") as bob:
         await ann.next("room.join")  # u_bob, through Redis
         first = await post_rest(one, "u_ann", "before")
@@ -388,7 +388,7 @@ async def test_fanout_resumes_after_pubsub_connection_dies(
 
 
 def channels_process(gw: InProcessGateway) -> str:
-    process_id: str = gw.runtime.extensions["realtime"].fanout.process_id
+    process_id: str = gw.runtime.realtime.fanout.process_id
     return process_id
 
 

@@ -23,21 +23,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
+
+from gateway.core.presence.types import (
+    PresenceRefused,
+    PresenceState,
+    PresenceTransition,
+    Status,
+    TransitionSink,
+    outcome,
+    parse_status,
+)
 
 if TYPE_CHECKING:
     from gateway.infra.settings import Settings
 
-log = logging.getLogger(__name__)
 
-Status = Literal["online", "away", "offline"]
-_STATUSES: dict[str, Status] = {"online": "online", "away": "away", "offline": "offline"}
+log = logging.getLogger(__name__)
 
 DEFAULT_DEVICE = "default"
 # Heartbeat statuses meaning "away"; Matrix calls it "unavailable".
@@ -45,32 +52,6 @@ _AWAY_STATUSES = frozenset({"away", "unavailable"})
 # How long a sweeper owns the users it claimed; if it dies mid-sweep another process
 # picks them up after this, still well inside the "offline within TTL + 5 s" budget.
 _CLAIM_LEASE_MS = 2_000
-
-TransitionSink = Callable[[list["PresenceTransition"]], Awaitable[None]]
-
-
-class PresenceRefused(Exception):
-    """A heartbeat over a limit: ``too_many_devices`` or ``rate_limited``."""
-
-    def __init__(self, code: str, retry_after_ms: int) -> None:
-        super().__init__(f"presence heartbeat refused: {code}")
-        self.code = code
-        self.retry_after_ms = retry_after_ms
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceState:
-    user_id: str
-    status: Status
-    last_active_ago: int  # ms; 0 for a user never seen
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceTransition:
-    user_id: str
-    previous: Status
-    status: Status
-    last_active_ago: int  # ms
 
 
 @cache
@@ -82,13 +63,6 @@ def _script_source() -> str:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
-
-
-def _status(value: object) -> Status:
-    try:
-        return _STATUSES[str(value)]
-    except KeyError:
-        raise RuntimeError(f"presence script returned unknown status {value!r}") from None
 
 
 class PresenceEngine:
@@ -350,7 +324,7 @@ class PresenceEngine:
         states = []
         for user_id, (state, active) in zip(user_ids, rows, strict=True):
             ago = max(0, now - int(active)) if active is not None else 0
-            states.append(PresenceState(user_id, _status(state or "offline"), ago))
+            states.append(PresenceState(user_id, parse_status(state or "offline"), ago))
         return states
 
     async def count_online(self) -> int:
@@ -404,15 +378,13 @@ class PresenceEngine:
                         await asyncio.wait_for(stop.wait(), interval_seconds)
 
 
-def outcome(user_id: str, reply: Any) -> tuple[PresenceState, PresenceTransition | None]:
-    """The user's state and transition (if any) from a per-user script reply.
-
-    Raises :class:`PresenceRefused` for a heartbeat the script refused.
-    """
-    if len(reply) == 2:
-        raise PresenceRefused(str(reply[0]), int(reply[1]))
-    previous, status, ago = _status(reply[0]), _status(reply[1]), int(reply[2])
-    transition = None
-    if previous != status:
-        transition = PresenceTransition(user_id, previous, status, ago)
-    return PresenceState(user_id, status, ago), transition
+__all__ = [
+    "DEFAULT_DEVICE",
+    "PresenceEngine",
+    "PresenceRefused",
+    "PresenceState",
+    "PresenceTransition",
+    "Status",
+    "TransitionSink",
+    "outcome",
+]

@@ -17,24 +17,20 @@ import logging
 import random
 import re
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
 
 import asyncpg
 
+from gateway.core.events import CityHooks
+from gateway.core.messages import MessageService
 from gateway.core.models import Message
-from gateway.core.secondme.ratelimit import SlidingWindowLimiter
+from gateway.core.secondme.ports import MatrixReplyChannel
 from gateway.core.secondme.replies import LEASE_MARGIN_SECONDS, SecondMeReplies
 from gateway.core.secondme.service import SecondMeService
 from gateway.core.storage import secondme as sql
-
-if TYPE_CHECKING:
-    from gateway.app.runtime import Runtime
+from gateway.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REPLIES_EXTENSION = "secondme_replies"
-MENTIONS_EXTENSION = "secondme_mentions"
-BRIDGE_EXTENSION = "bridge"  # bridge.service.EXTENSION, without importing the bridge
 SWEEP_INTERVAL_SECONDS = 5.0
 # A mention still unclaimed this long after it was stored lost its hook.
 MISSED_AFTER_SECONDS = 15.0
@@ -66,7 +62,7 @@ class MentionRule:
 
 class CityMentions:
     def __init__(self, replies: SecondMeReplies, db: asyncpg.Pool, rule: MentionRule) -> None:
-        self._replies = replies
+        self.replies = replies
         self._db = db
         self.rule = rule
 
@@ -75,7 +71,7 @@ class CityMentions:
         if not self._is_city_user_message(message) or not self.rule.mentions(message.body):
             return
         assert message.author_user_id is not None
-        self._replies.submit(
+        self.replies.submit(
             trigger_id=f"city:{message.id}",
             kind="city_room",
             room_id=message.room_id,
@@ -94,7 +90,7 @@ class CityMentions:
         )
         claimed = await asyncio.gather(
             *(
-                self._replies.handle(
+                self.replies.handle(
                     trigger_id=f"city:{m.id}",
                     kind="city_room",
                     room_id=m.room_id,
@@ -107,6 +103,17 @@ class CityMentions:
         )
         return sum(claimed)
 
+    async def sweep_forever(self) -> None:
+        """Take over abandoned replies and answer missed mentions, until cancelled."""
+        while True:
+            # Jitter, so that processes started together do not sweep in lockstep.
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS * random.uniform(0.8, 1.2))
+            try:
+                await self.replies.sweep_once()
+                await self.sweep_once()
+            except Exception:
+                log.exception("Second Me sweep failed; trying again next round")
+
     @staticmethod
     def _is_city_user_message(message: Message) -> bool:
         return (
@@ -116,49 +123,32 @@ class CityMentions:
         )
 
 
-async def start_room_replies(rt: Runtime, stack: AsyncExitStack, service: SecondMeService) -> None:
-    settings = rt.settings
+def start_room_replies(
+    settings: Settings,
+    *,
+    db: asyncpg.Pool,
+    service: SecondMeService,
+    messages: MessageService,
+    hooks: CityHooks,
+    matrix: MatrixReplyChannel | None,
+    stack: AsyncExitStack,
+) -> CityMentions:
+    """Starter: the replies engine and city mentions (listening to `message_posted`).
+
+    `matrix` is the bridge's channel for Matrix rooms that are not bridged (None
+    without a bridge). The caller runs `sweep_forever()` of the result.
+    """
     replies = SecondMeReplies(
-        db=rt.db,
+        db=db,
         service=service,
-        messages=rt.messages,
-        hooks=rt.hooks,
+        messages=messages,
+        hooks=hooks,
         agent_id=settings.secondme_agent_id,
         max_chars=settings.city_message_max_chars,
         lease_seconds=settings.agents_core_timeout + LEASE_MARGIN_SECONDS,
+        matrix=matrix,
     )
     stack.push_async_callback(replies.aclose)
-    rule = MentionRule(settings.secondme_matrix_localpart)
-    mentions = CityMentions(replies, rt.db, rule)
-    rt.hooks.message_posted.append(mentions.on_message)
-    rt.extensions[REPLIES_EXTENSION] = replies
-    rt.extensions[MENTIONS_EXTENSION] = mentions
-    bridge = rt.extensions.get(BRIDGE_EXTENSION)
-    if bridge is not None:
-        # Second Me's Matrix user: DMs and mentions from Matrix (needs the bridge,
-        # whose starter runs before this one).
-        from bridge.secondme_bot import EXTENSION as BOT_EXTENSION
-        from bridge.secondme_bot import INVITE_WINDOW_SECONDS, attach_secondme_bot
-
-        # Invites accepted per inviting Matrix user, across processes (SPEC §12).
-        invites = SlidingWindowLimiter(
-            rt.redis,
-            key_prefix=f"{settings.city_redis_prefix}secondme:invites:",
-            limit=settings.limit_secondme_invites_per_hour,
-            window_seconds=INVITE_WINDOW_SECONDS,
-        )
-        rt.extensions[BOT_EXTENSION] = await attach_secondme_bot(
-            bridge, replies, rule, stack, db=rt.db, invites=invites
-        )
-    rt.spawn("secondme-sweeper", _sweep_forever(replies, mentions))
-
-
-async def _sweep_forever(replies: SecondMeReplies, mentions: CityMentions) -> None:
-    while True:
-        # Jitter, so that processes started together do not sweep in lockstep.
-        await asyncio.sleep(SWEEP_INTERVAL_SECONDS * random.uniform(0.8, 1.2))
-        try:
-            await replies.sweep_once()
-            await mentions.sweep_once()
-        except Exception:
-            log.exception("Second Me sweep failed; trying again next round")
+    mentions = CityMentions(replies, db, MentionRule(settings.secondme_matrix_localpart))
+    hooks.message_posted.append(mentions.on_message)
+    return mentions

@@ -32,16 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.adapters.agents_core import AgentTimeout, AgentUnavailable, HistoryItem
 from gateway.core.errors import AppError
 from gateway.core.events import CityHooks
 from gateway.core.messages import Author, MessageService
 from gateway.core.models import Message
+from gateway.core.secondme import metrics
+from gateway.core.secondme.ports import AgentTimeout, AgentUnavailable, MatrixReplyChannel
 from gateway.core.secondme.service import (
     TIMEOUT_NOTICE,
     UNAVAILABLE_NOTICE,
@@ -53,7 +54,6 @@ from gateway.core.storage import Executor
 from gateway.core.storage import messages as messages_sql
 from gateway.core.storage import secondme as sql
 from gateway.core.storage.secondme import ReplyClaim
-from gateway.infra import metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,6 @@ class Outcome:
         return "answered" if self.reply is not None else "failed"
 
 
-# Sends `text` into a Matrix room (not bridged) as Second Me; returns the event id.
-# It must be idempotent per claim (the bridge uses the trigger as the transaction
-# id), since a take-over after a crash may send again.
-DmSender = Callable[[ReplyClaim, str], Awaitable[str]]
-# The recent messages (at most `limit`, oldest first) of a Matrix room (not bridged)
-# before the claim's triggering event, as Agents Core context.
-RoomContext = Callable[[ReplyClaim, int], Awaitable[list[HistoryItem]]]
-
-
 class SecondMeReplies:
     def __init__(
         self,
@@ -111,6 +102,7 @@ class SecondMeReplies:
         agent_id: str,
         max_chars: int,
         lease_seconds: float,
+        matrix: MatrixReplyChannel | None = None,
     ) -> None:
         self._db = db
         self._service = service
@@ -122,9 +114,9 @@ class SecondMeReplies:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        # Set by the Matrix bot; Matrix claims wait (pending) until a process has them.
-        self.dm_sender: DmSender | None = None
-        self.matrix_context: RoomContext | None = None
+        # Matrix rooms that are not bridged (the bridge's channel); without it, Matrix
+        # claims wait (pending) until a process with the bridge takes them over.
+        self._matrix = matrix
 
     # --- entry points --------------------------------------------------------------
     def submit(
@@ -257,14 +249,14 @@ class SecondMeReplies:
             return turn
 
     async def _matrix_room_turn(self, claim: ReplyClaim) -> Turn | None:
-        if self.matrix_context is None:
+        if self._matrix is None:
             log.error("no Matrix context for Second Me reply %s", claim.trigger_id)
             return None  # stays pending; a process with the bridge takes it over
         async with self._db.acquire() as conn:
             current = await sql.get_claim(conn, claim.trigger_id)
         if current is None or current.state != "pending":
             return None
-        history = await self.matrix_context(claim, self._service.history_messages)
+        history = await self._matrix.room_context(claim, self._service.history_messages)
         return Turn(claim.requester_id, claim.prompt, history)
 
     @staticmethod
@@ -309,10 +301,10 @@ class SecondMeReplies:
     async def _finish_dm(
         self, claim: ReplyClaim, turn: Turn | None, outcome: Outcome, text: str
     ) -> None:
-        if self.dm_sender is None:
+        if self._matrix is None:
             log.error("no Matrix sender for Second Me reply %s", claim.trigger_id)
             return  # stays pending; a process with the bridge takes it over
-        event_id = await self.dm_sender(claim, text)
+        event_id = await self._matrix.send_dm(claim, text)
         async with self._db.acquire() as conn, conn.transaction():
             current = await sql.get_claim_for_update(conn, claim.trigger_id)
             if current is None or current.state != "pending":

@@ -19,35 +19,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import asyncpg
+import redis.asyncio as aioredis
 
-from gateway.adapters.agents_core import (
-    AgentsCoreClient,
-    AgentTimeout,
-    AgentUnavailable,
-    HistoryItem,
-    build_agents_core,
-)
 from gateway.core.errors import AppError
 from gateway.core.models import Message
+from gateway.core.secondme import metrics
+from gateway.core.secondme.ports import AgentsCore, AgentTimeout, AgentUnavailable, HistoryItem
 from gateway.core.secondme.ratelimit import OncePerWindow, RateDecision, SlidingWindowLimiter
 from gateway.core.storage import Executor
 from gateway.core.storage import messages as messages_sql
 from gateway.core.storage import secondme as sql
 from gateway.core.storage.secondme import SecondMeMessage, SecondMeSession
 from gateway.core.text import clean_text
-from gateway.infra import metrics
-
-if TYPE_CHECKING:
-    from gateway.app.runtime import Runtime
+from gateway.infra.metrics import timed
+from gateway.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "secondme"
 PROMPT_MAX_CHARS = 8000
 # `history` in an invoke answer: at least the exchange itself.
 MIN_ANSWER_HISTORY = 2
@@ -123,6 +114,23 @@ def check_prompt(prompt: str) -> str:
     return clean_text(prompt, field="prompt", max_chars=PROMPT_MAX_CHARS, code="invalid_prompt")
 
 
+class SecondMeRateLimited(AppError):
+    """429 `rate_limited`: the user used up their Second Me calls of the last minute.
+
+    The wait travels as a number (`retry_after_seconds`); the `Retry-After` header
+    is derived from it, never read back.
+    """
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            429,
+            "rate_limited",
+            f"too many Second Me requests; try again in {retry_after_seconds} s",
+            headers={"Retry-After": str(retry_after_seconds)},
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+
 def agent_error(exc: AgentUnavailable) -> AppError:
     """The API's answer to a failed Agents Core call (the prompt is already stored)."""
     if isinstance(exc, AgentTimeout):
@@ -144,7 +152,7 @@ class SecondMeService:
     def __init__(
         self,
         db: asyncpg.Pool,
-        client: AgentsCoreClient | None,
+        client: AgentsCore | None,
         limiter: SlidingWindowLimiter,
         *,
         agent_id: str,
@@ -182,12 +190,7 @@ class SecondMeService:
         """429 `rate_limited` once the user used up their calls of the last minute."""
         decision = await self.rate(user_id)
         if not decision.allowed:
-            raise AppError(
-                429,
-                "rate_limited",
-                f"too many Second Me requests; try again in {decision.retry_after_seconds} s",
-                headers={"Retry-After": str(decision.retry_after_seconds)},
-            )
+            raise SecondMeRateLimited(decision.retry_after_seconds)
 
     # --- the seed's functions --------------------------------------------------------
     async def get_or_create_session(self, user_id: str) -> SecondMeSession:
@@ -248,7 +251,7 @@ class SecondMeService:
         """Agents Core's reply; raises AgentUnavailable / AgentTimeout (no AppError)."""
         self.require_configured()
         assert self._client is not None
-        with metrics.timed(metrics.AGENTS_CORE_SECONDS, metrics.AGENTS_CORE_FAILURES):
+        with timed(metrics.AGENTS_CORE_SECONDS, metrics.AGENTS_CORE_FAILURES):
             return await self._client.invoke(
                 agent_id=self.agent_id,
                 user_id=turn.user_id,
@@ -265,44 +268,27 @@ class SecondMeService:
         )
 
 
-def secondme_service(rt: Runtime) -> SecondMeService:
-    service = rt.extensions.get(EXTENSION)
-    if not isinstance(service, SecondMeService):
-        raise AppError(503, "secondme_not_configured", "Second Me is not running on this server")
-    return service
-
-
-async def start_secondme(rt: Runtime, stack: AsyncExitStack) -> None:
-    """Starter: the Agents Core client, the service, and replies in rooms."""
-    settings = rt.settings
-    client = build_agents_core(settings)
-    if client is not None:
-        stack.push_async_callback(client.aclose)
-    else:
-        log.info("Second Me is off: AGENTS_CORE_URL is not set")
+def build_secondme(
+    settings: Settings, *, db: asyncpg.Pool, redis: aioredis.Redis, agents: AgentsCore | None
+) -> SecondMeService:
+    """The service (answering 503 `secondme_not_configured` when `agents` is None)."""
     limiter = SlidingWindowLimiter(
-        rt.redis,
+        redis,
         key_prefix=f"{settings.city_redis_prefix}secondme:rate:",
         limit=settings.secondme_rate_per_minute,
         window_seconds=RATE_WINDOW_SECONDS,
     )
     # One "too many requests" notice per user per rate window, across processes.
     notices = OncePerWindow(
-        rt.redis,
+        redis,
         key_prefix=f"{settings.city_redis_prefix}secondme:notice:",
         window_seconds=RATE_WINDOW_SECONDS,
     )
-    service = SecondMeService(
-        rt.db,
-        client,
+    return SecondMeService(
+        db,
+        agents,
         limiter,
         agent_id=settings.secondme_agent_id,
         history_messages=settings.secondme_history_messages,
         notices=notices,
     )
-    rt.extensions[EXTENSION] = service
-    if client is not None:
-        # Imported here: it imports this module (replies are built on the service).
-        from gateway.core.secondme.mentions import start_room_replies
-
-        await start_room_replies(rt, stack, service)

@@ -124,7 +124,7 @@ async def last_messages(
         f"""select * from (
                 select {_MESSAGE_COLUMNS} from secondme_messages
                 where session_id = ({_LATEST_SESSION}) and user_id = $1
-                  and ($3::bigint is null or seq < $3)
+                  and seq < coalesce($3::bigint, 9223372036854775807)
                 order by seq desc limit $2
             ) page order by seq""",
         user_id,

@@ -190,7 +190,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Healthz */
+        /**
+         * Healthz
+         * @description The process is alive (no dependency is asked).
+         */
         get: operations["healthz_healthz_get"];
         put?: never;
         post?: never;
@@ -232,7 +235,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Metrics */
+        /**
+         * Metrics
+         * @description Prometheus metrics (`city_*`, plus the process's own).
+         */
         get: operations["metrics_metrics_get"];
         put?: never;
         post?: never;
@@ -249,7 +255,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readyz */
+        /**
+         * Readyz
+         * @description PostgreSQL, Redis and (when configured) Synapse answer within 2 s each.
+         */
         get: operations["readyz_readyz_get"];
         put?: never;
         post?: never;
@@ -303,20 +312,59 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * BodyTooLargeOut
+         * @description 413 from the gateway's body limit, in the city's error shape.
+         */
+        BodyTooLargeOut: {
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+        };
         /** CreateRoomBody */
         CreateRoomBody: {
             /** Description */
             description?: string | null;
             /** Name */
             name: string;
-            /** Slug */
+            /**
+             * Slug
+             * @description the room id is `room_city_{slug}`
+             */
             slug: string;
         };
-        /** ErrorOut */
+        /**
+         * EmptyOut
+         * @description `{}`: success, as the appservice API answers it.
+         */
+        EmptyOut: Record<string, never>;
+        /** ErrorDetail */
+        ErrorDetail: {
+            /** Loc */
+            loc: string[];
+            /** Msg */
+            msg: string;
+        };
+        /**
+         * ErrorOut
+         * @description Every error (SPEC §5): a stable snake_case `code` and a human `message`.
+         */
         ErrorOut: {
-            /** Code */
+            /**
+             * Code
+             * @description stable, snake_case: what a program branches on
+             */
             code: string;
-            /** Message */
+            /**
+             * Details
+             * @description 422 `validation_error` only: where the request is wrong
+             */
+            details?: components["schemas"]["ErrorDetail"][] | null;
+            /**
+             * Message
+             * @description for people; may change
+             */
             message: string;
         };
         /** FeedEventOut */
@@ -328,11 +376,20 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
-            /** Id */
+            /**
+             * Id
+             * @example evt_city_01J0000000000000000000000
+             */
             id: string;
-            /** Kind */
+            /**
+             * Kind
+             * @description room_message, agent_reply or system
+             */
             kind: string;
-            /** Payload */
+            /**
+             * Payload
+             * @description body, snippet (≤ 140 chars), source
+             */
             payload: {
                 [key: string]: unknown;
             };
@@ -346,11 +403,25 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
+        /** HealthOut */
+        HealthOut: {
+            /**
+             * Status
+             * @constant
+             */
+            status: "ok";
+        };
         /** HeartbeatOut */
         HeartbeatOut: {
-            /** Heartbeat Seconds */
+            /**
+             * Heartbeat Seconds
+             * @description when to send the next heartbeat
+             */
             heartbeat_seconds: number;
-            /** Matrix User Id */
+            /**
+             * Matrix User Id
+             * @description the user's ghost; null without the bridge
+             */
             matrix_user_id: string | null;
             /**
              * Status
@@ -369,8 +440,11 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
-            /** Role */
-            role: string;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "user" | "assistant";
         };
         /** InvokeBody */
         InvokeBody: {
@@ -379,10 +453,23 @@ export interface components {
         };
         /** InvokeOut */
         InvokeOut: {
-            /** History */
+            /**
+             * History
+             * @description your latest messages, oldest first
+             */
             history: components["schemas"]["HistoryItemOut"][];
             /** Reply */
             reply: string;
+        };
+        /**
+         * MatrixErrorOut
+         * @description Matrix's error shape (Synapse is the client of these routes).
+         */
+        MatrixErrorOut: {
+            /** Errcode */
+            errcode: string;
+            /** Error */
+            error: string;
         };
         /** MessageOut */
         MessageOut: {
@@ -399,10 +486,43 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
-            /** Id */
+            /**
+             * Id
+             * @example m_city_01J0000000000000000000000
+             */
             id: string;
             /** Room Id */
             room_id: string;
+        };
+        /** NotReadyOut */
+        NotReadyOut: {
+            /**
+             * Checks
+             * @description `ok`, or what went wrong, per dependency
+             */
+            checks: {
+                [key: string]: string;
+            };
+            /**
+             * Code
+             * @description stable, snake_case: what a program branches on
+             */
+            code: string;
+            /**
+             * Details
+             * @description 422 `validation_error` only: where the request is wrong
+             */
+            details?: components["schemas"]["ErrorDetail"][] | null;
+            /**
+             * Message
+             * @description for people; may change
+             */
+            message: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "not_ready";
         };
         /** PresenceListOut */
         PresenceListOut: {
@@ -411,7 +531,10 @@ export interface components {
         };
         /** PresenceUserOut */
         PresenceUserOut: {
-            /** Last Active Ago */
+            /**
+             * Last Active Ago
+             * @description milliseconds
+             */
             last_active_ago: number;
             /**
              * Status
@@ -420,6 +543,21 @@ export interface components {
             status: "online" | "away" | "offline";
             /** User Id */
             user_id: string;
+        };
+        /** ReadyOut */
+        ReadyOut: {
+            /**
+             * Checks
+             * @description `ok` for each dependency
+             */
+            checks: {
+                [key: string]: string;
+            };
+            /**
+             * Status
+             * @constant
+             */
+            status: "ready";
         };
         /** RoomOut */
         RoomOut: {
@@ -430,20 +568,27 @@ export interface components {
             created_at: string;
             /** Description */
             description: string | null;
-            /** Id */
+            /**
+             * Id
+             * @example room_city_general
+             */
             id: string;
             /** Is Default */
             is_default: boolean;
             /**
              * Last Event
              * Format: date-time
+             * @description the newest message's time, else creation
              */
             last_event: string;
             /** Matrix Alias */
             matrix_alias: string | null;
             /** Matrix Room Id */
             matrix_room_id: string | null;
-            /** Members Online */
+            /**
+             * Members Online
+             * @description distinct users connected to the room now
+             */
             members_online: number;
             /** Name */
             name: string;
@@ -454,7 +599,10 @@ export interface components {
         RoomPageOut: {
             /** Members Online */
             members_online: number;
-            /** Messages */
+            /**
+             * Messages
+             * @description the latest 50, oldest first
+             */
             messages: components["schemas"]["MessageOut"][];
             room: components["schemas"]["RoomOut"];
         };
@@ -499,15 +647,67 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description not read */
+                    transaction_id?: unknown;
+                };
+            };
+        };
         responses: {
-            /** @description Successful Response */
+            /** @description `{}` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["EmptyOut"];
+                };
+            };
+            /** @description M_NOT_JSON / M_BAD_JSON: the body is not a JSON object (with an `events` list) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNAUTHORIZED: no hs_token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_FORBIDDEN: not Synapse's hs_token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNRECOGNIZED: the bridge is off; M_NOT_FOUND: no such user or room */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description over the body limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BodyTooLargeOut"];
                 };
             };
         };
@@ -523,13 +723,49 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description `{}` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["EmptyOut"];
+                };
+            };
+            /** @description M_UNAUTHORIZED: no hs_token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_FORBIDDEN: not Synapse's hs_token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNRECOGNIZED: the bridge is off; M_NOT_FOUND: no such user or room */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description over the body limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BodyTooLargeOut"];
                 };
             };
             /** @description Validation Error */
@@ -539,6 +775,25 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver refused a call this answer needs */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver could not be reached (Retry-After) */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
                 };
             };
         };
@@ -552,15 +807,67 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description Matrix events; malformed ones are ignored */
+                    events?: unknown[];
+                };
+            };
+        };
         responses: {
-            /** @description Successful Response */
+            /** @description `{}` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["EmptyOut"];
+                };
+            };
+            /** @description M_NOT_JSON / M_BAD_JSON: the body is not a JSON object (with an `events` list) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNAUTHORIZED: no hs_token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_FORBIDDEN: not Synapse's hs_token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNRECOGNIZED: the bridge is off; M_NOT_FOUND: no such user or room */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description over the body limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BodyTooLargeOut"];
                 };
             };
             /** @description Validation Error */
@@ -570,6 +877,25 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver refused a call this answer needs */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver could not be reached (Retry-After) */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
                 };
             };
         };
@@ -585,13 +911,49 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description `{}` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["EmptyOut"];
+                };
+            };
+            /** @description M_UNAUTHORIZED: no hs_token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_FORBIDDEN: not Synapse's hs_token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNRECOGNIZED: the bridge is off; M_NOT_FOUND: no such user or room */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description over the body limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BodyTooLargeOut"];
                 };
             };
             /** @description Validation Error */
@@ -601,6 +963,25 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver refused a call this answer needs */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
+                };
+            };
+            /** @description M_UNKNOWN: the homeserver could not be reached (Retry-After) */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MatrixErrorOut"];
                 };
             };
         };
@@ -623,37 +1004,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["FeedEventOut"][];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
+            /** @description No such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -662,16 +1016,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -680,7 +1025,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -689,9 +1034,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -703,7 +1050,7 @@ export interface operations {
     presence_list_city_presence_get: {
         parameters: {
             query?: {
-                /** @description repeat for several users */
+                /** @description repeat for several users (at most 200) */
                 user_id?: string[] | null;
             };
             header?: never;
@@ -718,55 +1065,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["PresenceListOut"];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -775,16 +1077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unsupported Media Type */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -793,18 +1086,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Service Unavailable */
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -831,55 +1117,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["RoomOut"][];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -888,7 +1129,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -897,9 +1138,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -927,10 +1170,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["RoomOut"];
                 };
             };
-            /** @description Bad Request */
+            /** @description The body could not be parsed (not JSON) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -939,34 +1182,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unauthorized */
+            /** @description Missing, invalid or expired token */
             401: {
                 headers: {
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
+            /** @description Conflict with the current state */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -975,7 +1201,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -984,7 +1210,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -993,9 +1219,22 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
             429: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1009,6 +1248,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description `room_city_{slug}` */
                 room_id: string;
             };
             cookie?: never;
@@ -1021,37 +1261,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["RoomPageOut"];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
+            /** @description No such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1060,16 +1273,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1078,7 +1282,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1087,9 +1291,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1106,6 +1312,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description `room_city_{slug}` */
                 room_id: string;
             };
             cookie?: never;
@@ -1118,37 +1325,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["MessageOut"][];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
+            /** @description No such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1157,16 +1337,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1175,7 +1346,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1184,9 +1355,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1200,6 +1373,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description `room_city_{slug}` */
                 room_id: string;
             };
             cookie?: never;
@@ -1207,11 +1381,20 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** Body */
+                    /**
+                     * Body
+                     * @description at most CITY_MESSAGE_MAX_CHARS characters (default 4000)
+                     */
                     body: string;
-                    /** Client Msg Id */
+                    /**
+                     * Client Msg Id
+                     * @description idempotency key: the same one again returns the first message (200)
+                     */
                     client_msg_id?: string | null;
-                    /** User Id */
+                    /**
+                     * User Id
+                     * @description optional; if present it must be the token's user (else 403)
+                     */
                     user_id?: string | null;
                 };
             };
@@ -1232,28 +1415,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["MessageOut"];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
+            /** @description Missing, invalid or expired token */
             401: {
                 headers: {
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Forbidden */
+            /** @description The token may not do this */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1262,7 +1437,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Not Found */
+            /** @description No such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1271,7 +1446,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict with the current state */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1280,7 +1455,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1289,7 +1464,16 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description Unsupported Content-Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1298,9 +1482,22 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
             429: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1324,55 +1521,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["StatsOut"];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Forbidden */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1381,18 +1533,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
-            422: {
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Too Many Requests */
-            429: {
-                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1416,7 +1561,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["HealthOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1475,28 +1629,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["HeartbeatOut"];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
+            /** @description Missing, invalid or expired token */
             401: {
                 headers: {
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Forbidden */
+            /** @description The token may not do this */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1505,25 +1651,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1532,7 +1660,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unsupported Media Type */
+            /** @description Unsupported Content-Type */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1541,7 +1669,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1550,18 +1678,22 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
             429: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Service Unavailable */
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1579,13 +1711,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description Prometheus text exposition format */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "text/plain; version=1.0.0; charset=utf-8": string;
+                };
+            };
+            /** @description Request body over the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
         };
@@ -1605,7 +1746,25 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["ReadyOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description a dependency does not answer */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotReadyOut"];
                 };
             };
         };
@@ -1627,28 +1786,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["HistoryItemOut"][];
                 };
             };
-            /** @description Bad Request */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Unauthorized */
+            /** @description Missing, invalid or expired token */
             401: {
                 headers: {
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Forbidden */
+            /** @description The token may not do this */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1657,25 +1808,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1684,7 +1817,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1693,36 +1826,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Bad Gateway */
-            502: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Service Unavailable */
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
             503: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Gateway Timeout */
-            504: {
-                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1750,10 +1858,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": string;
+                    "application/json": components["schemas"]["InvokeOut"];
                 };
             };
-            /** @description Bad Request */
+            /** @description The body could not be parsed (not JSON) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1762,16 +1870,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unauthorized */
+            /** @description Missing, invalid or expired token */
             401: {
                 headers: {
+                    "WWW-Authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Forbidden */
+            /** @description The token may not do this */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1780,25 +1889,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Conflict */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorOut"];
-                };
-            };
-            /** @description Request Entity Too Large */
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1807,7 +1898,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Unprocessable Entity */
+            /** @description The request is well formed but its values are not acceptable */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1816,16 +1907,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Too Many Requests */
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
             429: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Bad Gateway */
+            /** @description An upstream service (Agents Core, the homeserver) failed */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -1834,16 +1927,18 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Service Unavailable */
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
             503: {
                 headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
-            /** @description Gateway Timeout */
+            /** @description An upstream service timed out */
             504: {
                 headers: {
                     [name: string]: unknown;
