@@ -21,6 +21,7 @@ import type {
   SecondMeHistoryItem,
   Stats,
 } from "./types.js";
+import { newClientMsgId } from "./ids.js";
 
 export interface CityClientOptions {
   token: string;
@@ -177,12 +178,6 @@ export class CityClient {
 }
 
 /** A unique id for one message the user means to send once. */
-export function newClientMsgId(): string {
-  const c = globalThis.crypto as Crypto | undefined;
-  if (c && typeof c.randomUUID === "function") return c.randomUUID();
-  return `c_${Date.now().toString(36)}_${Math.random().toString(36).slice(2)}`;
-}
-
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -1,4 +1,5 @@
-export { CityClient, newClientMsgId, type CityClientOptions } from "./client.js";
+export { CityClient, type CityClientOptions } from "./client.js";
+export { newClientMsgId } from "./ids.js";
 export { CityApiError } from "./errors.js";
 export {
   ACTIVITY_EVENTS,

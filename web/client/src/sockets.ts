@@ -10,7 +10,7 @@
  * `onClose` says why. Anything else reconnects.
  */
 
-import { newClientMsgId } from "./client.js";
+import { newClientMsgId } from "./ids.js";
 import type {
   PresenceClientFrame,
   PresenceServerFrame,
