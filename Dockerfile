@@ -25,10 +25,14 @@ COPY migrations ./migrations
 RUN pip install --no-deps -e . && python -m compileall -q /app/gateway /app/bridge
 
 FROM python:3.11-slim
+# CITY_WORKERS: worker processes in this container (`serve --workers`); one, since
+# containers scale by replicas. "auto" runs one per CPU the container may use
+# (its --cpus quota, not the host's core count). docs/operations.md, "Workers".
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    CITY_WORKERS=1
 # An unprivileged user; /var/lib/city is where one-shot jobs may write (compose mounts
 # a named volume there, which inherits this ownership).
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin city \
@@ -39,7 +43,8 @@ WORKDIR /app
 USER city
 EXPOSE 8080
 # SIGTERM: uvicorn stops accepting, closes WebSockets with 1001 and finishes in-flight
-# requests (up to 10 s); give it that long before a SIGKILL (docker stop -t 20).
+# requests (up to 10 s); give it that long before a SIGKILL (docker stop -t 20). With
+# CITY_WORKERS > 1 the supervisor (PID 1 here) forwards it to every worker and waits.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]

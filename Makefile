@@ -48,8 +48,14 @@ compose-check: $(STAMP)
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose nginx-light >/dev/null; }
 	PYTHON=$(BIN)/python bash scripts/check-compose.sh
 
+# The presence and fanout suites once more on a local Redis Cluster of three masters
+# (started and removed by the tests; docs/redis-cluster.md).
+CLUSTER_SUITES := tests/core/test_presence_engine.py tests/core/test_hardening_presence_limits.py \
+	tests/http/test_presence_api.py tests/realtime
+
 test: $(STAMP) services lint web-check chromium compose-check
 	CITY_WEB_TESTS=required $(BIN)/pytest -q $(PYTEST_ARGS)
+	TEST_REDIS_BACKEND=cluster $(BIN)/pytest -q $(CLUSTER_SUITES)
 
 dev: $(STAMP)
 	$(BIN)/city-gateway dev

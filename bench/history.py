@@ -468,10 +468,10 @@ async def measure(conn: asyncpg.Connection, queries: int, seed: int) -> tuple[di
     return {"stats": stats, "meta": meta}, "\n\n".join(plans)
 
 
-# bridge/storage.py prune_inbox() — args (keep_days)
+# the former bridge/storage.py prune_inbox(), unbatched and unindexed — args (keep_days)
 SQL_INBOX_PRUNE = """delete from matrix_inbox
            where state <> 'pending' and received_at < now() - make_interval(days => $1)"""
-# gateway/core/storage/retention.py prune_inbox() (new), one batch — args (hours, days, batch)
+# bridge/retention.py prune_inbox(), one batch — args (hours, days, batch)
 SQL_INBOX_PRUNE_BATCH = """delete from matrix_inbox where event_id = any(array(
                    select event_id from matrix_inbox
                    where state <> 'pending'

@@ -22,6 +22,7 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from bridge.ephemeral import ephemeral_events
 from bridge.matrix import MatrixError, MatrixUnavailable
 from bridge.service import Bridge
 
@@ -112,9 +113,13 @@ async def transaction(txn_id: str, request: Request) -> Response:
     events = body.get("events", [])
     if not isinstance(events, list):
         return _error(400, "M_BAD_JSON", "events must be a list")
-    # Ephemeral events (presence, typing, receipts) are not bridged to the city.
     # receive() commits every event before returning: only then is the 200 safe.
     stored = await bridge.inbox.receive(events)
+    # Typing and presence (bridge/ephemeral.py): after the timeline, so a join in this
+    # transaction is known to the presence it carries; never retried, never fails.
+    ephemeral = ephemeral_events(body)
+    if ephemeral:
+        await bridge.ephemeral.handle(ephemeral)
     log.debug("appservice transaction %s: %d event(s)", txn_id, stored)
     return JSONResponse({})
 
@@ -210,7 +215,14 @@ def _json_body(properties: dict[str, Any]) -> dict[str, Any]:
 # Only what is checked is typed: events that are not Matrix events are skipped (and
 # counted), and the ping's `transaction_id` is not read.
 _TRANSACTION_BODY = _json_body(
-    {"events": {"type": "array", "description": "Matrix events; malformed ones are ignored"}}
+    {
+        "events": {"type": "array", "description": "Matrix events; malformed ones are ignored"},
+        "ephemeral": {"type": "array", "description": "EDUs: m.typing, m.presence (MSC2409)"},
+        "de.sorunome.msc2409.ephemeral": {
+            "type": "array",
+            "description": "the same, under MSC2409's unstable name",
+        },
+    }
 )
 _PING_BODY = _json_body({"transaction_id": {"description": "not read"}})
 

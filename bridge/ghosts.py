@@ -1,8 +1,10 @@
 """Ghosts: the Matrix users the bridge puppets, registered lazily and kept in sync.
 
-A ghost is registered only when its city user acts (posts, heartbeats): `ensure` is
-called by the outbox and the presence mirror, never for an id Synapse asks about
-(`known` answers the appservice user query).
+A ghost is registered only when its city user posts (the outbox), or when the
+presence mirror sends the presence of a ghost a Matrix user can see (such a ghost
+has joined a room, so it exists already): a heartbeat alone registers nobody
+(issue 13). Never for an id Synapse asks about (`known` answers the appservice
+user query).
 
 Synapse is the source of truth for whether a user exists; `matrix_ghosts` remembers
 what we already did (registered, display name set) so a restart or another process
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 from bridge import storage
 from bridge.matrix import MatrixClient
@@ -21,6 +25,38 @@ from bridge.naming import Names, split_user_id
 from gateway.core.storage import Executor
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+
+class KeyedLocks(Generic[K]):
+    """One asyncio lock per key, dropped when nobody holds or waits for it.
+
+    A `defaultdict(asyncio.Lock)` keeps a lock for every ghost ever seen; this map
+    holds only the keys in use right now.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[K, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: K) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class Ghosts:
@@ -33,8 +69,8 @@ class Ghosts:
         self._joined: set[tuple[str, str]] = set()
         # One registration / rename / join at a time per user, so concurrent rooms
         # sending for the same ghost do not repeat the same call.
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._join_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: KeyedLocks[str] = KeyedLocks()
+        self._join_locks: KeyedLocks[tuple[str, str]] = KeyedLocks()
 
     async def known(self, user_id: str) -> bool:
         """One of our fixed users, or a ghost of a city user the city has seen.
@@ -57,7 +93,7 @@ class Ghosts:
             display_name is None or self._display.get(user_id) == display_name
         ):
             return
-        async with self._locks[user_id]:
+        async with self._locks.hold(user_id):
             if user_id not in self._registered:
                 known = await storage.get_ghost(self._db, user_id)
                 if known is None or not known.registered:
@@ -78,12 +114,16 @@ class Ghosts:
                     await storage.set_display_name(self._db, user_id, display_name)
                 self._display[user_id] = display_name
 
+    def is_joined_cached(self, user_id: str, matrix_room_id: str) -> bool:
+        """This process joined (or found joined) the user to the room."""
+        return (user_id, matrix_room_id) in self._joined
+
     async def ensure_joined(self, user_id: str, matrix_room_id: str) -> None:
         key = (user_id, matrix_room_id)
         if key in self._joined:
             return
         # Per (user, room): one ghost joining several rooms at once is fine.
-        async with self._join_locks[key]:
+        async with self._join_locks.hold(key):
             if key in self._joined:
                 return
             if not await storage.is_member(self._db, user_id, matrix_room_id):

@@ -29,14 +29,16 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from bridge import metrics, render, storage
+from bridge import inbox_reactions, metrics, render, replies, storage
 from bridge.naming import Names
 from bridge.outbox import CITY_MESSAGE_ID
 from bridge.power_levels import POWER_LEVELS_EVENT, PowerLevels
 from gateway.core.errors import AppError
 from gateway.core.events import CityHooks
+from gateway.core.media import attachment_from_content
 from gateway.core.messages import Author, MessageService
-from gateway.core.models import Message
+from gateway.core.models import Message, ReactionChange
+from gateway.core.reactions import ReactionService
 from gateway.core.storage import rooms as room_sql
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class _Outcome:
     edited: Message | None = None
     deleted: Message | None = None
     inbound: InboundMessage | None = None
+    reaction: ReactionChange | None = None
 
 
 @dataclass
@@ -99,9 +102,11 @@ class Inbox:
         power_levels: PowerLevels,
         *,
         max_chars: int,
+        reactions: ReactionService | None = None,
     ) -> None:
         self._db = db
         self._messages = messages
+        self._reactions = reactions  # None: reactions are not bridged (tests of the rest)
         self._hooks = hooks
         self._names = names
         self._power = power_levels
@@ -159,6 +164,8 @@ class Inbox:
             await self._hooks.emit_message_edited(outcome.edited)
         if outcome.deleted is not None:
             await self._hooks.emit_message_deleted(outcome.deleted)
+        if outcome.reaction is not None:
+            await self._hooks.emit_reaction(outcome.reaction)
         for listener in self.listeners.events:
             await _safely(listener, event)
         if outcome.inbound is not None:
@@ -198,6 +205,11 @@ class Inbox:
             return await self._message(conn, event, sender, room_id, content)
         if kind == "m.room.redaction":
             return await self._redaction(conn, event, sender, room_id, content)
+        if kind == "m.reaction" and self._reactions is not None:
+            done = await inbox_reactions.annotation(
+                conn, self._reactions, self._messages, event, sender, room_id, content
+            )
+            return _Outcome(done.state, done.detail, reaction=done.change)
         return _Outcome("dropped", f"not bridged: {kind}")
 
     async def _echo(
@@ -247,6 +259,8 @@ class Inbox:
                 body,
                 source="matrix",
                 matrix_event_id=event["event_id"],
+                reply_to=await replies.city_reply_to(self._messages, conn, content, room.id),
+                attachment=attachment_from_content(content),
                 db=conn,
             )
         except AppError as exc:
@@ -287,6 +301,9 @@ class Inbox:
             edited = await self._messages.edit(target.id, body, db=conn)
         except AppError as exc:
             return _Outcome("dropped", f"rejected: {exc.code}: {exc.message}")
+        if edited is not None and self._reactions is not None:
+            # The frame shows the message whole, its reactions included.
+            (edited,) = await self._reactions.attach([edited], None, db=conn)
         return _Outcome("done", f"edited {target.id}", edited=edited)
 
     async def _redaction(
@@ -302,6 +319,12 @@ class Inbox:
         if not isinstance(target_id, str):
             return _Outcome("dropped", "malformed redaction")
         target = await self._messages.find_by_matrix_event(target_id, db=conn)
+        if target is None and self._reactions is not None:
+            removed = await inbox_reactions.redaction(
+                conn, self._reactions, self._power, target_id, sender, matrix_room_id
+            )
+            if removed is not None:
+                return _Outcome(removed.state, removed.detail, reaction=removed.change)
         if target is None:
             return _Outcome("dropped", "redaction of a message we do not have")
         if not await _in_room(conn, target, matrix_room_id):

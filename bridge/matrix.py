@@ -185,6 +185,35 @@ class MatrixClient:
             body={"presence": presence},
         )
 
+    async def set_typing(
+        self, room_id: str, user_id: str, typing: bool, timeout_ms: int = 30_000
+    ) -> None:
+        """The user types in the room for `timeout_ms` (or stops: typing False)."""
+        body: dict[str, Any] = {"typing": typing}
+        if typing:
+            body["timeout"] = timeout_ms
+        await self.request(
+            "PUT", f"{CS}/rooms/{_q(room_id)}/typing/{_q(user_id)}", user_id=user_id, body=body
+        )
+
+    async def get_presence(self, user_id: str) -> str | None:
+        """A user's presence (online / unavailable / offline), asked as the bot."""
+        data = await self.request("GET", f"{CS}/presence/{_q(user_id)}/status")
+        value = data.get("presence")
+        return value if isinstance(value, str) else None
+
+    async def joined_members(self, room_id: str) -> dict[str, str | None]:
+        """Joined user id -> display name of a room the bot is in."""
+        data = await self.request("GET", f"{CS}/rooms/{_q(room_id)}/joined_members")
+        joined = data.get("joined")
+        if not isinstance(joined, dict):
+            return {}
+        out: dict[str, str | None] = {}
+        for user_id, profile in joined.items():
+            name = profile.get("display_name") if isinstance(profile, dict) else None
+            out[str(user_id)] = name if isinstance(name, str) else None
+        return out
+
     async def ping(self, appservice_id: str, transaction_id: str) -> int:
         """Ask Synapse to call our /_matrix/app/v1/ping; the round trip in ms."""
         data = await self.request(
@@ -313,3 +342,28 @@ class MatrixClient:
         )
         chunk = data.get("chunk", [])
         return [e for e in chunk if isinstance(e, dict)]
+
+    async def relations(
+        self, room_id: str, event_id: str, rel_type: str, event_type: str, *, user_id: str
+    ) -> list[dict[str, Any]]:
+        """The newest events relating to `event_id` with `rel_type` (one page, 100)."""
+        data = await self.request(
+            "GET",
+            f"/_matrix/client/v1/rooms/{_q(room_id)}/relations/{_q(event_id)}"
+            f"/{_q(rel_type)}/{_q(event_type)}",
+            user_id=user_id,
+            params={"limit": "100", "dir": "b"},
+        )
+        chunk = data.get("chunk", [])
+        return [e for e in chunk if isinstance(e, dict)]
+
+    async def event(self, room_id: str, event_id: str, *, user_id: str) -> dict[str, Any] | None:
+        """One event of a room (None if Synapse does not know it)."""
+        try:
+            return await self.request(
+                "GET", f"{CS}/rooms/{_q(room_id)}/event/{_q(event_id)}", user_id=user_id
+            )
+        except MatrixError as exc:
+            if exc.status == 404:
+                return None
+            raise

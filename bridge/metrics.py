@@ -21,8 +21,15 @@ MATRIX_PRESENCE_SENT = Counter(
     "city_matrix_presence_sent",
     "Ghost presence PUTs sent to Synapse, by why: change (a city transition), refresh,"
     " reassert (after the bridge acted as an away ghost), reconcile (Matrix differed"
-    " from the city, e.g. after Redis lost its data)",
+    " from the city, e.g. after Redis lost its data), visible (a Matrix user can now"
+    " see the ghost)",
     ["reason"],
+)
+MATRIX_PRESENCE_HIDDEN = Counter(
+    "city_matrix_presence_hidden",
+    "Ghost presence updates not sent because no real Matrix user shares a room with"
+    " the ghost, by kind: change (a city transition), refresh",
+    ["kind"],
 )
 MATRIX_PRESENCE_DEBOUNCED = Counter(
     "city_matrix_presence_debounced",

@@ -26,13 +26,16 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from bridge import storage
+from bridge import replies, storage
 from bridge.ghosts import Ghosts
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
 from bridge.naming import Names
+from bridge.outbox_ops import ChangeSender
+from bridge.outbox_queue import learn_target_event
 from bridge.rooms import RoomMapper
 from gateway.core.messages import MessageService
 from gateway.core.models import Message
+from gateway.core.reactions import ReactionService
 from gateway.infra.backoff import delay as retry_delay
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ class OutboxSender:
         rooms: RoomMapper,
         ghosts: Ghosts,
         messages: MessageService,
+        reactions: ReactionService,
         *,
         concurrency: int,
         poll_seconds: float,
@@ -97,6 +101,8 @@ class OutboxSender:
         self._rooms = rooms
         self._ghosts = ghosts
         self._messages = messages  # records the event id: the bridge never writes city tables
+        # Edits, redactions and reactions of city users (bridge/outbox_ops.py).
+        self.changes = ChangeSender(matrix, names, rooms, ghosts, reactions)
         self._concurrency = concurrency
         self._poll = poll_seconds
         self._retry_max = retry_max_seconds
@@ -206,7 +212,11 @@ class OutboxSender:
         if head is None or not head.due:
             return False
         try:
-            event_id = await self._deliver(conn, head)
+            if head.kind == "message":
+                event_id = await self._deliver(conn, head)
+            else:
+                event_id = None
+                await self._deliver_change(conn, head)
         except _Retry as retry:
             delay = (
                 retry.delay if retry.delay is not None else backoff(head.attempts, self._retry_max)
@@ -224,7 +234,26 @@ class OutboxSender:
         await storage.finish_outbox_row(conn, head.id)
         if event_id is not None:
             await self._messages.record_matrix_event_id(head.message_id, event_id, db=conn)
+            # After the city row: a redaction queued meanwhile learns the event id.
+            await learn_target_event(conn, message_id=head.message_id, event_id=event_id)
         return True
+
+    async def _deliver_change(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> None:
+        """An edit, redaction or reaction; failures are retried as for messages."""
+        try:
+            await self.changes.deliver(conn, head)
+        except MatrixUnavailable as exc:
+            self._synapse_down = True
+            raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
+        except MatrixError as exc:
+            if exc.transient or head.attempts + 1 < _REFUSED_ATTEMPTS:
+                delay = None
+                if exc.retry_after_ms is not None:
+                    delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
+                raise _Retry(str(exc), delay, exc.maybe_applied) from None
+            log.error(
+                "outbox %s of %s dropped: Synapse refused it: %s", head.kind, head.message_id, exc
+            )
 
     async def _deliver(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> str | None:
         """The event id of the message's Matrix copy; None when there is nothing to send."""
@@ -274,8 +303,32 @@ class OutboxSender:
         return event_id
 
     async def _send(self, matrix_room_id: str, sender: str, message: Message) -> str:
+        content = message_content(message)
+        if message.reply_to is not None:
+            content = await self._as_reply(content, matrix_room_id, message.reply_to)
         return await self._matrix.send(
-            matrix_room_id, "m.room.message", message.id, message_content(message), sender
+            matrix_room_id, "m.room.message", message.id, content, sender
+        )
+
+    async def _as_reply(
+        self, content: dict[str, Any], matrix_room_id: str, reply_to: str
+    ) -> dict[str, Any]:
+        """A reply to a message that reached Matrix (bridge/replies.py); else as is."""
+        original = await self._messages.get(reply_to)
+        if original is None or original.matrix_event_id is None:
+            return content  # deleted, or never bridged: no event to point at
+        original_sender = original.author_matrix_id or self._names.author_user_id(
+            original.author_user_id, original.author_agent_id
+        )
+        if original_sender is None:
+            return content
+        return replies.with_reply(
+            content,
+            matrix_room_id=matrix_room_id,
+            original=original,
+            original_event_id=original.matrix_event_id,
+            original_sender=original_sender,
+            mention=original.author_matrix_id is not None,
         )
 
     async def _find_sent(self, matrix_room_id: str, sender: str, message_id: str) -> str | None:

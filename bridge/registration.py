@@ -47,12 +47,14 @@ def registration_dict(settings: Settings) -> dict[str, Any]:
         # Ghosts speak for many city users through one appservice; Synapse's per-user
         # message and presence limits would otherwise throttle busy rooms (429s).
         "rate_limited": False,
-        # No ephemeral events (presence, typing, receipts): the bridge mirrors city
-        # presence *to* Matrix and reads nothing back, and with this on Synapse pushes
-        # every presence change on the server to us, our own 20 s ghost refreshes
-        # included. (When needed: `receive_ephemeral: true` alone is enough on 1.163;
-        # the unstable `de.sorunome.msc2409.push_ephemeral` only duplicates it.)
-        "receive_ephemeral": False,
+        # Ephemeral events (MSC2409): Element users' typing and presence reach city
+        # sockets (bridge/ephemeral.py). Synapse then also pushes the presence changes
+        # of our own ghosts; they are dropped on a prefix check, and the mirror's 20 s
+        # refreshes of an unchanged state produce none (docs/matrix.md measures it).
+        # `receive_ephemeral` alone is enough on Synapse 1.163 (it sends `ephemeral`);
+        # the unstable `de.sorunome.msc2409.push_ephemeral` would make it send the same
+        # events a second time under `de.sorunome.msc2409.ephemeral`.
+        "receive_ephemeral": True,
         "namespaces": {
             "users": [
                 user(re.escape(settings.matrix_ghost_prefix) + ".*"),

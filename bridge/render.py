@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.core.media import attachment_from_content, file_name
+
 _MEDIA = {"m.image": "image", "m.file": "file", "m.audio": "audio", "m.video": "video"}
 
 
@@ -29,26 +31,42 @@ def message_body(content: dict[str, Any], max_chars: int) -> str | None:
 
 
 def _media(msgtype: str, content: dict[str, Any], body: str) -> str:
+    """The caption, else the file name: the file itself is the message's `attachment`
+    (gateway.core.media.attachment_from_content). Matrix v1.10: `body` is a caption
+    when `filename` is present and differs from it."""
+    kind = _MEDIA[msgtype]
+    name = file_name(content) or kind
+    if not isinstance(content.get("url"), str) and isinstance(content.get("file"), dict):
+        # End-to-end encrypted media: the gateway cannot decrypt it (mautrix bridges
+        # without encryption support do the same: say so instead of dropping it).
+        return f"[encrypted {kind}: {name}] an encrypted attachment is not available in the city"
+    if attachment_from_content(content) is None:
+        return f"[{kind}] {name}"  # no usable mxc:// URI: the name is all there is
     filename = content.get("filename")
-    name = filename if isinstance(filename, str) and filename.strip() else body
-    url = content.get("url")
-    if not isinstance(url, str):
-        encrypted = content.get("file")
-        url = encrypted.get("url") if isinstance(encrypted, dict) else None
-    link = f" {url}" if isinstance(url, str) and url.startswith("mxc://") else ""
-    return f"[{_MEDIA[msgtype]}] {name.strip() or msgtype}{link}"
+    if isinstance(filename, str) and filename.strip() and body.strip() != filename.strip():
+        return body  # a caption
+    return name
 
 
 def _strip_reply_fallback(content: dict[str, Any], body: str) -> str:
-    """Drop the `> <@user> quoted` lines older clients prepend to replies."""
+    """Drop the quoted fallback a reply's body starts with (`> <@user> original`,
+    then `> ` lines, then a blank line), as mautrix's trim_reply_fallback does.
+
+    Only in replies, and only when it has the fallback's shape (a quoted `<sender>`
+    first): a message that merely starts with a quote keeps it. The HTML fallback
+    (`<mx-reply>…</mx-reply>` in formatted_body) never reaches the city, which keeps
+    only the plain body.
+    """
     relates = content.get("m.relates_to")
     if not isinstance(relates, dict) or "m.in_reply_to" not in relates:
         return body
+    if not (body.startswith("> <") or body.startswith("> * <")) or "\n" not in body:
+        return body
     lines = body.split("\n")
     i = 0
-    while i < len(lines) and lines[i].startswith(">"):
+    while i < len(lines) and (lines[i].startswith("> ") or lines[i] == ">"):
         i += 1
-    if i == 0:
-        return body
-    rest = "\n".join(lines[i:]).lstrip("\n")
-    return rest or body
+    if i < len(lines) and not lines[i].strip():
+        i += 1  # the blank line that ends the fallback
+    rest = "\n".join(lines[i:])
+    return rest if rest.strip() else body

@@ -14,20 +14,26 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
 
-from bridge import storage
+from bridge import retention, storage
+from bridge.ephemeral import EphemeralHandler
 from bridge.ghosts import Ghosts
 from bridge.inbox import Inbox, InboxListeners
 from bridge.matrix import MatrixClient, MatrixError, MatrixUnavailable
+from bridge.members import MatrixRoster
 from bridge.naming import Names
 from bridge.outbox import OutboxSender
 from bridge.power_levels import PowerLevels
 from bridge.presence import PresenceMirror
+from bridge.presence_audience import Audience
 from bridge.rooms import RoomMapper
+from bridge.typing import GhostTyping
 from gateway.core.events import CityHooks
 from gateway.core.messages import MessageService
-from gateway.core.models import Message, Room
-from gateway.core.ports import PresenceStatuses
+from gateway.core.models import Message, ReactionChange, Room
+from gateway.core.ports import MatrixRoomActivity, PresenceStatuses
+from gateway.core.reactions import ReactionService
 from gateway.core.rooms import RoomService
 from gateway.infra import db as database
 from gateway.infra.settings import Settings
@@ -35,8 +41,6 @@ from gateway.infra.settings import Settings
 log = logging.getLogger(__name__)
 
 _MAINTENANCE_SECONDS = 30.0
-# Processed inbox rows are kept this long (for operators), far past any re-send.
-_INBOX_KEEP_DAYS = 7
 _PING_FAILURES = ("M_CONNECTION_FAILED", "M_CONNECTION_TIMEOUT", "M_BAD_STATUS")
 
 
@@ -65,8 +69,11 @@ class Bridge:
         matrix: MatrixClient,
         messages: MessageService,
         rooms: RoomService,
+        reactions: ReactionService,
         hooks: CityHooks,
         city_presence: PresenceStatuses,
+        redis: aioredis.Redis,
+        activity: MatrixRoomActivity,
     ) -> None:
         self.settings = settings
         self.names = Names.from_settings(settings)
@@ -85,6 +92,7 @@ class Bridge:
             self.rooms,
             self.ghosts,
             messages,
+            reactions,
             concurrency=settings.matrix_outbox_concurrency,
             poll_seconds=settings.matrix_outbox_poll_seconds,
             retry_max_seconds=settings.matrix_retry_max_seconds,
@@ -98,6 +106,15 @@ class Bridge:
             self.names,
             PowerLevels(matrix, self.names.bot),
             max_chars=settings.city_message_max_chars,
+            reactions=reactions,
+        )
+        self.roster = MatrixRoster(
+            redis,
+            db,
+            matrix,
+            self.names,
+            prefix=settings.city_redis_prefix,
+            ready=lambda: self.synapse_ok,
         )
         self.presence = PresenceMirror(
             db,
@@ -109,8 +126,20 @@ class Bridge:
             # A live user heartbeats within the TTL: a longer difference is real.
             reconcile_after_seconds=settings.presence_ttl_seconds,
             city_statuses=self._city_statuses,
+            # Only ghosts a real Matrix user shares a room with (issue 13).
+            audience=Audience(db, self.roster),
         )
         matrix.on_acted_as = self.presence.after_ghost_action
+        # Typing both ways, Matrix members and their presence (SPEC §13).
+        self.typing = GhostTyping(
+            matrix, self.names, self.rooms, self.ghosts, ready=lambda: self.synapse_ok
+        )
+        self.inbox.listeners.events.append(self.roster.on_event)
+        # After the roster: a join is in the roster when the mirror looks at it.
+        self.inbox.listeners.events.append(self.presence.on_member_event)
+        self.ephemeral = EphemeralHandler(
+            redis, db, self.names, self.roster, activity, prefix=settings.city_redis_prefix
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
 
@@ -245,6 +274,10 @@ class Bridge:
         if message.author_matrix_id is None:
             self.outbox.nudge(message.room_id)
 
+    async def on_reaction(self, change: ReactionChange) -> None:
+        if change.user_id is not None:  # a city reaction: queued for Matrix
+            self.outbox.nudge(change.room_id)
+
     async def on_room(self, room: Room) -> None:
         """Create the Matrix room before `POST /city/rooms` answers 201 (bounded wait).
 
@@ -281,7 +314,8 @@ class Bridge:
             await asyncio.sleep(_MAINTENANCE_SECONDS)
             try:
                 await self.sync_rooms()
-                await storage.prune_inbox(self._db, _INBOX_KEEP_DAYS)
+                # 24 h for processed rows, 7 days for failed ones (docs/data-retention.md).
+                await retention.prune_inbox(self._db)
             except Exception as exc:
                 log.warning("Matrix maintenance sweep failed: %s", exc)
 
@@ -314,8 +348,11 @@ async def start_bridge(
     db: asyncpg.Pool,
     messages: MessageService,
     rooms: RoomService,
+    reactions: ReactionService,
     hooks: CityHooks,
     city_presence: PresenceStatuses,
+    redis: aioredis.Redis,
+    activity: MatrixRoomActivity,
     stack: AsyncExitStack,
 ) -> Bridge | None:
     """Starter: the bridge (None unless MATRIX_HOMESERVER_URL), listening to the hooks."""
@@ -340,10 +377,18 @@ async def start_bridge(
         matrix=matrix,
         messages=messages,
         rooms=rooms,
+        reactions=reactions,
         hooks=hooks,
         city_presence=city_presence,
+        redis=redis,
+        activity=activity,
     )
     hooks.message_posted.append(bridge.on_message)
+    # City edits and deletes (authored by a city user) and city reactions are queued.
+    hooks.message_edited.append(bridge.on_message)
+    hooks.message_deleted.append(bridge.on_message)
+    hooks.reaction_changed.append(bridge.on_reaction)
+    hooks.typing_changed.append(bridge.typing.on_city_typing)
     hooks.room_created.append(bridge.on_room)
     hooks.presence_changed.append(bridge.presence.on_transition)
     bridge.start()

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.outbox_queue import change_queue_statement
 from gateway.core.models import Message
+from gateway.core.ports import OutboxChange
 from gateway.core.storage import Executor
 
 
@@ -23,10 +25,14 @@ class OutboxQueue:
     """
 
     def queue_statement(self, stored: str, author_name: str) -> str:
+        # `seq`: the message's own, so the room's rows go in message order.
         return (
-            "insert into matrix_outbox (room_id, message_id, author_name)"
-            f" select room_id, id, {author_name} from {stored}"
+            "insert into matrix_outbox (room_id, message_id, author_name, seq)"
+            f" select room_id, id, {author_name}, seq from {stored}"
         )
+
+    def queue_change_statement(self, change: OutboxChange, stored: str) -> str:
+        return change_queue_statement(change, stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +46,20 @@ class OutboxRow:
     uncertain: bool
     due: bool
     message: Message | None  # None when the message was deleted meanwhile
+    # Changes (kind other than 'message'; migrations/0007, bridge/outbox_ops.py).
+    op_key: str = ""
+    actor_user_id: str | None = None
+    reaction_id: int | None = None
+    target_event_id: str | None = None
+    payload: dict[str, Any] | None = None
 
 
-# A room's outbox rows go in the order of their messages' room sequence (the order
-# of the city history), not of the outbox's own ids: concurrent posts can take their
-# outbox ids in the other order. A row whose message is gone sorts first (it is
-# dropped without a send).
-_HEAD_ORDER = "m.seq nulls first, o.id"
+# A room's outbox rows go in the order of their room sequence (the order of the city
+# history), not of the outbox's own ids: concurrent posts can take their outbox ids
+# in the other order. A message row has its message's seq; a change (edit, redact,
+# reaction) a later value of the same sequence (migrations/0007). A row whose message
+# is gone is dropped without a send when it is reached.
+_HEAD_ORDER = "o.seq, o.id"
 
 
 async def due_rooms(db: Executor, limit: int) -> list[str]:
@@ -55,7 +68,6 @@ async def due_rooms(db: Executor, limit: int) -> list[str]:
         f"""select room_id from (
                select distinct on (o.room_id) o.room_id, o.next_attempt_at
                from matrix_outbox o
-               left join city_room_messages m on m.id = o.message_id
                order by o.room_id, {_HEAD_ORDER}
            ) heads
            where next_attempt_at <= now()
@@ -84,7 +96,7 @@ async def wait_for_room_inserts(db: Executor, room_id: str) -> None:
 
 _MESSAGE_COLUMNS = (
     "id", "room_id", "author_user_id", "author_agent_id", "author_matrix_id", "body",
-    "created_at", "seq", "matrix_event_id",
+    "created_at", "seq", "matrix_event_id", "reply_to",
 )  # fmt: skip
 
 
@@ -98,12 +110,12 @@ async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
     row = await db.fetchrow(
         f"""select o.id as o_id, o.message_id, o.kind, o.author_name, o.attempts,
                    o.uncertain, o.next_attempt_at <= now() as due, o.room_id as o_room_id,
+                   o.op_key, o.actor_user_id, o.reaction_id, o.target_event_id, o.payload,
                    {", ".join("m." + c for c in _MESSAGE_COLUMNS)}
             from matrix_outbox o
             left join city_room_messages m on m.id = o.message_id
             where o.id = (
                 select o.id from matrix_outbox o
-                left join city_room_messages m on m.id = o.message_id
                 where o.room_id = $1
                 order by {_HEAD_ORDER} limit 1)
             for update of o skip locked""",
@@ -122,6 +134,11 @@ async def lock_head(db: Executor, room_id: str) -> OutboxRow | None:
         uncertain=row["uncertain"],
         due=row["due"],
         message=message,
+        op_key=row["op_key"],
+        actor_user_id=row["actor_user_id"],
+        reaction_id=row["reaction_id"],
+        target_event_id=row["target_event_id"],
+        payload=row["payload"],
     )
 
 
@@ -228,16 +245,6 @@ async def stale_pending(db: Executor, older_than_seconds: float, limit: int) -> 
         limit,
     )
     return [r["event_id"] for r in rows]
-
-
-async def prune_inbox(db: Executor, keep_days: float) -> int:
-    """Forget processed events older than any re-send Synapse could still make."""
-    status = await db.execute(
-        """delete from matrix_inbox
-           where state <> 'pending' and received_at < now() - make_interval(days => $1)""",
-        int(keep_days),
-    )
-    return int(status.split()[-1])
 
 
 # --- ghosts ------------------------------------------------------------------------

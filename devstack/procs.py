@@ -11,7 +11,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 # Like synapse.py's launcher: the child asks Linux to SIGTERM it when the dev command
@@ -31,6 +32,38 @@ os.execvp(sys.argv[2], sys.argv[2:])
 
 class DevError(Exception):
     """Something the newcomer can fix; the message says what (printed as is)."""
+
+
+class ChildProcess:
+    """A server process this one started (`_proc`, once started)."""
+
+    _proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+
+class StopOnExit:
+    """`async with x:` stops `x` when the block ends (entering it starts nothing)."""
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from devstack.procs import DevError, spawn, terminate
+from devstack.procs import ChildProcess, DevError, spawn, terminate
 
 INSTALL_HINT = (
     "Redis is not installed here (no `redis-server` on PATH).\n"
@@ -42,7 +42,7 @@ async def ping(url: str, timeout: float = 2.0) -> bool:
         await client.aclose()
 
 
-class PrivateRedis:
+class PrivateRedis(ChildProcess):
     def __init__(self, root: Path, port: int, binary: str | None = None) -> None:
         self.root = root.resolve()
         self.port = port
@@ -53,14 +53,6 @@ class PrivateRedis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
 
     async def start(self, timeout: float = 20.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,8 @@ async def start_all(opts: DevOptions, exit_stack: AsyncExitStack) -> Stack:
     config = user_config(Path.cwd())
     stack = Stack(opts, state, env={})
 
-    database_url = await _database(config, state, opts, exit_stack, stack)
-    redis_url = await _redis(config, state, opts, exit_stack, stack)
+    database_url = await _database(config, exit_stack, stack)
+    redis_url = await _redis(config, exit_stack, stack)
     state.save(state_path)
 
     env = effective_env(config, state, opts, database_url=database_url, redis_url=redis_url)
@@ -124,24 +124,18 @@ async def ensure_synapse_installed(python: str) -> None:
         )
 
 
-async def _database(
-    config: Mapping[str, str],
-    state: DevState,
-    opts: DevOptions,
-    exit_stack: AsyncExitStack,
-    stack: Stack,
-) -> str:
+async def _database(config: Mapping[str, str], exit_stack: AsyncExitStack, stack: Stack) -> str:
     from devstack.postgres import PrivatePostgres
 
     url = config.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    host, port = host_port(url, 5432)
-    if answers(host, port):
+    host, port, yours = _yours("PostgreSQL", url, 5432, stack.options)
+    if yours:
         stack.database_note = f"{redact(url)} (yours)"
         return url
-    say(f"PostgreSQL at {host}:{port} does not answer: starting a private one in {opts.directory}")
+    state = stack.state
     if state.postgres_port is None:
         state.postgres_port = _pick_port(port if is_local(host) else 5432)
-    pg = PrivatePostgres(opts.directory / "postgres", state.postgres_port)
+    pg = PrivatePostgres(stack.options.directory / "postgres", state.postgres_port)
     await pg.start()
     state.postgres_port = pg.port
     if pg.adopted:
@@ -151,36 +145,46 @@ async def _database(
     exit_stack.push_async_callback(stopping("PostgreSQL", pg.stop))
     dbname = urlsplit(url).path.lstrip("/") or "city"
     private_url = pg.url(dbname)
-    stack.database_note = f"{private_url} (private: {opts.directory}/postgres)"
+    stack.database_note = _private_note(private_url, stack, "postgres")
     return private_url
 
 
-async def _redis(
-    config: Mapping[str, str],
-    state: DevState,
-    opts: DevOptions,
-    exit_stack: AsyncExitStack,
-    stack: Stack,
-) -> str:
+async def _redis(config: Mapping[str, str], exit_stack: AsyncExitStack, stack: Stack) -> str:
     from devstack.redis import PrivateRedis, ping
 
     url = config.get("REDIS_URL") or DEFAULT_REDIS_URL
-    host, port = host_port(url, 6379)
-    if answers(host, port):
+    host, port, yours = _yours("Redis", url, 6379, stack.options)
+    if yours:
         if not await ping(url):
             raise DevError(f"REDIS_URL {redact(url)} accepts connections but PING fails")
         stack.redis_note = f"{redact(url)} (yours)"
         return url
-    say(f"Redis at {host}:{port} does not answer: starting a private one in {opts.directory}")
+    state = stack.state
     if state.redis_port is None or procs.port_in_use(state.redis_port):
         state.redis_port = _pick_port(port if is_local(host) else 6379)
-    redis = PrivateRedis(opts.directory / "redis", state.redis_port)
+    redis = PrivateRedis(stack.options.directory / "redis", state.redis_port)
     await redis.start()
     stack.private_redis = redis
     stack.started.append(f"redis {redis.pid}")
     exit_stack.push_async_callback(stopping("Redis", redis.stop))
-    stack.redis_note = f"{redis.url} (private: {opts.directory}/redis)"
+    stack.redis_note = _private_note(redis.url, stack, "redis")
     return redis.url
+
+
+def _yours(name: str, url: str, default_port: int, opts: DevOptions) -> tuple[str, int, bool]:
+    """The host and port of the user's `name` at `url`, and whether it answers there.
+
+    When it does not, says that a private one starts instead.
+    """
+    host, port = host_port(url, default_port)
+    if answers(host, port):
+        return host, port, True
+    say(f"{name} at {host}:{port} does not answer: starting a private one in {opts.directory}")
+    return host, port, False
+
+
+def _private_note(url: str, stack: Stack, subdir: str) -> str:
+    return f"{url} (private: {stack.options.directory}/{subdir})"
 
 
 def _pick_port(preferred: int) -> int:

@@ -28,10 +28,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
+
+from devstack.procs import ChildProcess, StopOnExit
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SynapseStartError(SynapseError):
         return "Address already in use" in self.log_tail
 
 
-class SynapseProcess:
+class SynapseProcess(ChildProcess, StopOnExit):
     """One Synapse homeserver process bound to 127.0.0.1:`port`."""
 
     def __init__(
@@ -113,14 +114,6 @@ class SynapseProcess:
     def shared_secret(self) -> str:
         """The registration shared secret (admin user registration)."""
         return self._load_secrets()["registration_shared_secret"]
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
 
     # --- preparation --------------------------------------------------------------
     def prepare(self) -> None:
@@ -296,14 +289,6 @@ class SynapseProcess:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 # --- helpers ----------------------------------------------------------------------

@@ -3,13 +3,18 @@
 Several test runs may share this machine's PostgreSQL and Redis at once, so a run
 never drops what it did not create: its own database `city_test_<run>` and Redis
 keys under its own prefix.
+
+`TEST_REDIS_BACKEND=cluster` runs the same tests against a local Redis Cluster of
+three masters started for the session (tests/redis_cluster.py); `make test` runs
+the presence and fanout suites that way too. Tests that start their own
+redis-server (to kill or count it) stay on one Redis and are skipped in that run.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -18,13 +23,21 @@ import redis.asyncio as aioredis
 
 from gateway.infra.db import ensure_database
 from gateway.infra.migrate import migrate
+from gateway.infra.redis_clients import redis_client as build_redis_client
 from gateway.infra.settings import Settings
+from tests.redis_cluster import LocalCluster
 from tests.servers import InProcessGateway
 
 RUN_ID = secrets.token_hex(4)
 PG_BASE = os.environ.get("TEST_PG_BASE", "postgresql://postgres@127.0.0.1:5432")
 DATABASE_URL = f"{PG_BASE}/city_test_{RUN_ID}"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_CLUSTER = os.environ.get("TEST_REDIS_BACKEND", "single") == "cluster"
+# The cluster's ports are chosen now so that REDIS_URL is known at import; the
+# session fixture `redis_backend` starts it before the first test.
+_CLUSTER = LocalCluster() if REDIS_CLUSTER else None
+REDIS_URL = (
+    _CLUSTER.url if _CLUSTER else os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+)
 REDIS_PREFIX = f"t{RUN_ID}:"
 JWT_SECRET = secrets.token_urlsafe(32)
 INTERNAL_TOKEN = secrets.token_urlsafe(32)
@@ -63,8 +76,30 @@ def make_settings(**overrides: Any) -> Settings:
         # defaults by the tests that pass SECURITY_DEFAULTS (tests/*/test_hardening_*).
         **GENEROUS_LIMITS,
     }
+    # A test's own redis-server (redis_url given) is a single Redis.
+    values["redis_cluster"] = REDIS_CLUSTER and "redis_url" not in overrides
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_backend() -> Iterator[str]:
+    """Starts (and at the end stops) the local cluster when the run asks for one."""
+    if _CLUSTER is None:
+        yield "single"
+        return
+    _CLUSTER.start()
+    yield "cluster"
+    _CLUSTER.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not REDIS_CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="kills or counts a redis-server of its own: single Redis only")
+    for item in items:
+        if {"private_redis", "own_redis"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +125,8 @@ async def delete_prefixed(client: aioredis.Redis) -> None:
 
 @pytest.fixture(scope="session")
 async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    # A RedisCluster client in the cluster run (typed as Redis: the same commands).
+    client = build_redis_client(REDIS_URL, cluster=REDIS_CLUSTER)
     yield client
     await delete_prefixed(client)
     await client.aclose()

@@ -120,9 +120,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class GatewayProcess(Gateway):
     """`city-gateway serve` as a separate OS process (for multi-process tests)."""
 
-    def __init__(self, settings: Settings, extra_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        extra_env: Mapping[str, str] | None = None,
+        workers: int | None = None,
+    ) -> None:
         super().__init__(settings, free_port())
         self.extra_env = dict(extra_env or {})
+        self.workers = workers  # `serve --workers N` (uvicorn's supervisor + N workers)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"city-gateway-{self.port}.log"
 
@@ -140,6 +146,7 @@ class GatewayProcess(Gateway):
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *(["--workers", str(self.workers)] if self.workers is not None else []),
             ],
             cwd=REPO,
             env=env,

@@ -25,10 +25,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from bridge.registration import write_registration
+from devstack.procs import StopOnExit
 from devstack.synapse import (
     DEFAULT_SYNC_ONLINE_TIMEOUT_MS,
     SynapseProcess,
@@ -62,7 +62,7 @@ class MatrixUser(NamedTuple):
     access_token: str
 
 
-class SynapseHarness:
+class SynapseHarness(StopOnExit):
     """A started Synapse plus what tests need to talk to it."""
 
     def __init__(self, process: SynapseProcess, settings: Settings, owned_dir: Path | None) -> None:
@@ -126,17 +126,6 @@ class SynapseHarness:
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def start_synapse(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from importlib.metadata import entry_points
+from typing import Any
 
 from gateway.infra.settings import ConfigError, Settings, load_settings
 
@@ -22,43 +23,44 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from gateway.app.main import create_app
+    from gateway.app.workers import migrate_before_workers, resolve_workers, serve_workers
     from gateway.infra.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        ws_max_size=settings.ws_max_frame_bytes,
+    try:
+        workers = resolve_workers(args.workers or settings.city_workers)
+    except ValueError:
+        print("city-gateway: --workers must be a number ≥ 1 or 'auto'", file=sys.stderr)
+        raise SystemExit(2) from None
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "ws_max_size": settings.ws_max_frame_bytes,
         # Compression roughly doubles memory and send cost per socket; chat frames
         # are small, and one room message goes to thousands of sockets.
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=10,
-    )
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers == 1:
+        from gateway.app.main import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    # N processes on one socket; each builds its own app and Runtime from the same
+    # environment (gateway/app/workers.py says why every guarantee still holds).
+    migrate_before_workers(settings)
+    serve_workers(workers, **options)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
-    import asyncpg
-
-    from gateway.infra.db import ensure_database
-    from gateway.infra.migrate import migrate
+    from gateway.app.workers import migrate_database
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    async def run() -> list[str]:
-        await ensure_database(settings.database_url)
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    applied = asyncio.run(run())
+    applied = asyncio.run(migrate_database(settings))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers",
+        default=None,
+        metavar="N",
+        help="worker processes: a number or 'auto' (one per CPU); default CITY_WORKERS or 1",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

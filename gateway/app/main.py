@@ -1,4 +1,7 @@
-"""create_app(settings): the ASGI application and the lifespan that opens pools."""
+"""create_app(settings): the ASGI application and the lifespan that opens pools.
+
+`worker_app()` is the factory each process of `city-gateway serve --workers N` calls.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,18 @@ from fastapi import FastAPI
 
 from bridge import appservice
 from gateway.app.runtime import open_runtime
-from gateway.http import feed, health, presence, rooms, secondme, stats
+from gateway.http import (
+    feed,
+    health,
+    media,
+    members,
+    message_changes,
+    presence,
+    rooms,
+    search,
+    secondme,
+    stats,
+)
 from gateway.http.errors import install_error_handlers
 from gateway.http.fastpath import FastPaths
 from gateway.http.limits import BodySizeLimit
@@ -20,7 +34,7 @@ from gateway.http.responses import JSONResponse
 from gateway.http.rooms import POST_MESSAGE_ROUTE
 from gateway.http.webapp import mount_webapp
 from gateway.infra.logs import install_log_hygiene
-from gateway.infra.settings import Settings
+from gateway.infra.settings import Settings, load_settings
 from gateway.realtime import ws_presence, ws_rooms
 
 ROUTERS = [
@@ -28,7 +42,11 @@ ROUTERS = [
     # Early: routes are matched in order, and the heartbeat is the hottest endpoint.
     presence.router,
     rooms.router,
+    message_changes.router,
+    members.router,
     feed.router,
+    search.router,
+    media.router,
     secondme.router,
     appservice.router,
     ws_rooms.router,
@@ -93,3 +111,16 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost: request id, metrics and access log also cover 413s and errors.
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of `city-gateway serve --workers N` (uvicorn `factory=True`).
+
+    Workers are spawned, not forked: each reads the settings from the environment the
+    parent checked, sets up its own logging, and builds its own Runtime on start-up.
+    """
+    from gateway.infra.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

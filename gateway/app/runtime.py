@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from bridge.media import start_matrix_media
 from bridge.naming import matrix_identity
 from bridge.secondme_bot import SecondMeBot, start_secondme_bot
 from bridge.secondme_channel import SecondMeChannel
@@ -30,16 +31,23 @@ from gateway.adapters.nats_bus import NatsBus, start_nats_bus
 from gateway.app.metrics import ScrapeGauges, start_metrics
 from gateway.core.events import CityHooks
 from gateway.core.feed import FeedService
+from gateway.core.feed_retention import start_feed_retention
+from gateway.core.media import MediaService
+from gateway.core.members import RoomMembersService
+from gateway.core.message_changes import CityMessageChanges
 from gateway.core.messages import MessageService
-from gateway.core.ports import ReadyCheck
+from gateway.core.ports import MatrixMembers, NoMatrixMembers, ReadyCheck
 from gateway.core.presence.service import PresenceService, build_presence, start_presence
 from gateway.core.ratelimit import TokenBucket
+from gateway.core.reactions import ReactionService
 from gateway.core.rooms import RoomService
+from gateway.core.search import SearchService
 from gateway.core.secondme.mentions import CityMentions, start_room_replies
 from gateway.core.secondme.replies import SecondMeReplies
 from gateway.core.secondme.service import SecondMeService, build_secondme
 from gateway.infra import db as database
 from gateway.infra.migrate import migrate
+from gateway.infra.redis_clients import redis_client
 from gateway.infra.settings import Settings
 from gateway.realtime.hub import Realtime, start_realtime
 
@@ -59,6 +67,11 @@ class Runtime:
     rooms: RoomService
     messages: MessageService
     feed: FeedService
+    members: RoomMembersService
+    search: SearchService
+    reactions: ReactionService
+    message_changes: CityMessageChanges
+    media: MediaService
     realtime: Realtime
     presence: PresenceService
     secondme: SecondMeService
@@ -87,8 +100,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if settings.city_auto_migrate:
             async with pool.acquire() as conn:
                 await migrate(conn)
-        redis = aioredis.from_url(
-            settings.redis_url, decode_responses=True, health_check_interval=10
+        # One Redis, or a Redis Cluster with REDIS_CLUSTER (docs/redis-cluster.md).
+        redis = redis_client(
+            settings.redis_url, cluster=settings.redis_cluster, health_check_interval=10
         )
         stack.push_async_callback(redis.aclose)
 
@@ -119,6 +133,21 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
         )
         feed = FeedService(pool)
+        search = SearchService(pool)
+        # Reactions, and city users' edits and deletes of their own messages: queued
+        # for Matrix like posts, counted in the same per-user message budget.
+        change_outbox = OutboxQueue() if settings.matrix_enabled else None
+        reactions = ReactionService(
+            pool, hooks, outbox=change_outbox, limiter=_messages_bucket(redis, settings)
+        )
+        message_changes = CityMessageChanges(
+            pool,
+            hooks,
+            reactions,
+            max_chars=settings.city_message_max_chars,
+            outbox=change_outbox,
+            limiter=_messages_bucket(redis, settings),
+        )
 
         # 3. Realtime (room sockets, fanout, membership): the rooms count online
         #    members with it, presence sends `room.presence` through it.
@@ -155,12 +184,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             db=pool,
             messages=messages,
             rooms=rooms,
+            reactions=reactions,
             hooks=hooks,
             city_presence=presence,
+            redis=redis,
+            activity=realtime,
             stack=stack,
         )
         if bridge is not None:
             ready_checks["synapse"] = bridge.check_ready
+        # A room's members: its sockets now, and the Matrix room's real users.
+        matrix_members: MatrixMembers = bridge.roster if bridge is not None else NoMatrixMembers()
+        members = RoomMembersService(pool, realtime, presence, matrix_members)
+        # Media from Matrix, streamed through the appservice (its own HTTP client).
+        media = MediaService(
+            pool, start_matrix_media(settings, stack), max_bytes=settings.city_media_max_bytes
+        )
 
         # 6. Second Me: the service always (it answers 503 when off); with an Agents
         #    Core, replies to mentions in city rooms, and with the bridge too, the
@@ -194,6 +233,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # 7. Metrics: counts what the hooks announce; DB gauges on scrape.
         metrics = start_metrics(pool, hooks)
 
+        # Feed retention (CITY_FEED_KEEP_DAYS; off at 0): a periodic prune, one sweep
+        # at a time across every process (gateway/core/feed_retention.py).
+        start_feed_retention(pool, settings.city_feed_keep_days, stack)
+
         # 8. NATS (None unless NATS_URL): publishes what the others announce.
         nats = start_nats_bus(settings, hooks, stack)
 
@@ -211,6 +254,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             rooms=rooms,
             messages=messages,
             feed=feed,
+            members=members,
+            search=search,
+            reactions=reactions,
+            message_changes=message_changes,
+            media=media,
             realtime=realtime,
             presence=presence,
             secondme=secondme,
@@ -236,6 +284,17 @@ def _bucket(
         name=name,
         rate_per_second=rate_per_second,
         burst=burst,
+    )
+
+
+def _messages_bucket(redis: aioredis.Redis, settings: Settings) -> TokenBucket:
+    """The per-user message budget (same Redis key as MessageService's: one budget)."""
+    return _bucket(
+        redis,
+        settings,
+        "messages",
+        settings.limit_messages_per_second,
+        settings.limit_messages_burst,
     )
 
 

@@ -33,7 +33,7 @@ import asyncpg
 from gateway.core.errors import AppError, not_found, unstorable_input
 from gateway.core.events import CityHooks
 from gateway.core.ids import new_feed_event_id, new_message_id
-from gateway.core.models import Message
+from gateway.core.models import Attachment, Message
 from gateway.core.ports import MessageOutbox
 from gateway.core.ratelimit import TokenBucket
 from gateway.core.storage import Executor
@@ -100,6 +100,8 @@ class MessageService:
         client_msg_id: str | None = None,
         source: Source = "city",
         matrix_event_id: str | None = None,
+        reply_to: str | None = None,
+        attachment: Attachment | None = None,
         db: Executor | None = None,
     ) -> PostResult:
         """Store a message with its feed event (and outbox row), then announce it.
@@ -117,12 +119,14 @@ class MessageService:
                 )
             if "\x00" in client_msg_id:
                 raise unstorable_input()  # PostgreSQL text cannot hold NUL
+        executor = db if db is not None else self._db
+        if reply_to is not None:
+            await self._check_reply_to(executor, room_id, reply_to)
         limited = self._limiter is not None and author.user_id is not None and source == "city"
         if limited:
             retry = await self._take_budget(room_id, author, client_msg_id)
             if retry is not None:
                 return retry
-        executor = db if db is not None else self._db
         message_id = new_message_id()
         kind = "agent_reply" if author.agent_id else "room_message"
         payload = {
@@ -145,6 +149,8 @@ class MessageService:
                     author_matrix_id=author.matrix_id,
                     client_msg_id=client_msg_id,
                     matrix_event_id=matrix_event_id,
+                    reply_to=reply_to,
+                    attachment=attachment,
                 ),
                 NewFeedEvent(id=new_feed_event_id(), kind=kind, payload=payload),
                 queued=self._queued_insert if source == "city" else None,
@@ -193,6 +199,24 @@ class MessageService:
         if deleted is not None and db is None:
             await self._hooks.emit_message_deleted(deleted)
         return deleted
+
+    async def _check_reply_to(self, db: Executor, room_id: str, reply_to: str) -> None:
+        """`reply_to` names a message of this room: 422 `invalid_reply_to` when it cannot
+        be an id, 404 `reply_to_not_found` when no such message is in the room.
+
+        One primary-key lookup, only for replies: posts without `reply_to` pay nothing.
+        """
+        if not 0 < len(reply_to) <= MAX_CLIENT_MSG_ID or "\x00" in reply_to:
+            raise AppError(422, "invalid_reply_to", "reply_to must be a message id")
+        found_in = await message_sql.room_of(db, reply_to)
+        if found_in == room_id:
+            return
+        if found_in is None and await room_sql.get_room(db, room_id) is None:
+            raise not_found("room_not_found", f"room {room_id!r} does not exist")
+        raise not_found("reply_to_not_found", f"message {reply_to!r} is not in this room")
+
+    async def get(self, message_id: str, *, db: Executor | None = None) -> Message | None:
+        return await message_sql.get_message(db if db is not None else self._db, message_id)
 
     async def find_by_matrix_event(
         self, event_id: str, *, db: Executor | None = None

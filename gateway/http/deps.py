@@ -16,10 +16,15 @@ from starlette.requests import HTTPConnection
 
 from gateway.core.auth import Principal, authenticate, bearer_from_header
 from gateway.core.feed import FeedService
+from gateway.core.media import MediaService
+from gateway.core.members import RoomMembersService
+from gateway.core.message_changes import CityMessageChanges
 from gateway.core.messages import MessageService
 from gateway.core.ports import ReadyCheck
 from gateway.core.presence.service import PresenceService
+from gateway.core.reactions import ReactionService
 from gateway.core.rooms import RoomService
+from gateway.core.search import SearchService
 from gateway.core.secondme.service import SecondMeService
 from gateway.infra.settings import Settings
 
@@ -47,6 +52,21 @@ class Services(Protocol):
 
     @property
     def feed(self) -> FeedService: ...
+
+    @property
+    def members(self) -> RoomMembersService: ...
+
+    @property
+    def search(self) -> SearchService: ...
+
+    @property
+    def reactions(self) -> ReactionService: ...
+
+    @property
+    def message_changes(self) -> CityMessageChanges: ...
+
+    @property
+    def media(self) -> MediaService: ...
 
     @property
     def presence(self) -> PresenceService: ...

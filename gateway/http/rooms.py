@@ -13,6 +13,7 @@ from gateway.core.errors import AppError, forbidden
 from gateway.core.messages import Author
 from gateway.http.deps import CurrentUser, RuntimeDep, Services
 from gateway.http.fastpath import FastRoute
+from gateway.http.message_changes import optional_viewer
 from gateway.http.responses import JSONResponse
 from gateway.http.schemas import (
     ID_MAX_CHARS,
@@ -55,28 +56,38 @@ async def create_room(body: CreateRoomBody, user: CurrentUser, rt: RuntimeDep) -
     return JSONResponse(room.as_json(0), status_code=201)
 
 
-@router.get("/{room_id}", response_model=RoomPageOut, responses=error_responses(404, 422, 503))
-async def get_room(room_id: RoomIdPath, rt: RuntimeDep) -> JSONResponse:
+@router.get("/{room_id}", response_model=RoomPageOut, responses=error_responses(401, 404, 422, 503))
+async def get_room(room_id: RoomIdPath, request: Request, rt: RuntimeDep) -> JSONResponse:
+    """The room and its latest messages. A bearer token is optional; with one (it must
+    be valid: else 401), reactions' `me` is relative to its user."""
+    viewer = optional_viewer(request, rt)
     page = await rt.rooms.page(room_id)
+    messages = await rt.reactions.attach(page.messages, viewer)
     return JSONResponse(
         {
             "room": page.room.as_json(page.members_online),
-            "messages": [m.as_json() for m in page.messages],
+            "messages": [m.as_json() for m in messages],
             "members_online": page.members_online,
         }
     )
 
 
 @router.get(
-    "/{room_id}/messages", response_model=list[MessageOut], responses=error_responses(404, 422, 503)
+    "/{room_id}/messages",
+    response_model=list[MessageOut],
+    responses=error_responses(401, 404, 422, 503),
 )
 async def list_messages(
     room_id: RoomIdPath,
+    request: Request,
     rt: RuntimeDep,
     before: Annotated[str | None, Query(max_length=ID_MAX_CHARS, json_schema_extra=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JSONResponse:
+    """An older page, oldest first; a bearer token is optional, as for the room."""
+    viewer = optional_viewer(request, rt)
     messages = await rt.messages.history(room_id, before, limit)
+    messages = await rt.reactions.attach(messages, viewer)
     return JSONResponse([m.as_json() for m in messages])
 
 
@@ -127,7 +138,7 @@ async def handle_post_message(
         internal_token=None,
         allow_service=False,
     )
-    body, client_msg_id, body_user = _parse_message_body(content_type, raw)
+    body, client_msg_id, body_user, reply_to = _parse_message_body(content_type, raw)
     if body_user is not None and body_user != user.user_id:
         # SPEC §4: a user acts only as themself; a body naming someone else is refused,
         # not silently posted as the caller.
@@ -137,6 +148,7 @@ async def handle_post_message(
         Author(user_id=user.user_id, display_name=user.name),
         body,
         client_msg_id=client_msg_id,
+        reply_to=reply_to,
     )
     return (201 if result.created else 200), result.message.as_json()
 
@@ -150,8 +162,8 @@ POST_MESSAGE_ROUTE = FastRoute(
 
 def _parse_message_body(
     content_type: str | None, raw: bytes
-) -> tuple[str, str | None, object | None]:
-    """(body, client_msg_id, user_id as sent — optional, checked by the caller)."""
+) -> tuple[str, str | None, object | None, str | None]:
+    """(body, client_msg_id, user_id as sent — optional, checked by the caller, reply_to)."""
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise AppError(415, "unsupported_media_type", "send the body as application/json")
@@ -167,4 +179,7 @@ def _parse_message_body(
     client_msg_id = data.get("client_msg_id")
     if client_msg_id is not None and not isinstance(client_msg_id, str):
         raise AppError(422, "validation_error", "client_msg_id must be a string")
-    return body, client_msg_id, data.get("user_id")
+    reply_to = data.get("reply_to")
+    if reply_to is not None and not isinstance(reply_to, str):
+        raise AppError(422, "invalid_reply_to", "reply_to must be a message id (a string)")
+    return body, client_msg_id, data.get("user_id"), reply_to

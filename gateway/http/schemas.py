@@ -176,6 +176,12 @@ class PostMessageBody(_Body):
     user_id: str | None = Field(
         default=None, description="optional; if present it must be the token's user (else 403)"
     )
+    reply_to: str | None = Field(
+        default=None,
+        json_schema_extra={"minLength": 1, "maxLength": ID_MAX_CHARS, **NO_NUL},
+        description="the id of the message this one replies to, in the same room "
+        "(422 `invalid_reply_to`, 404 `reply_to_not_found`)",
+    )
 
 
 class RoomOut(BaseModel):
@@ -191,6 +197,33 @@ class RoomOut(BaseModel):
     matrix_alias: str | None
 
 
+class AttachmentOut(BaseModel):
+    """A Matrix image, file, video or audio message's file (SPEC §13)."""
+
+    kind: Literal["image", "file", "video", "audio"]
+    name: str = Field(description="the file name (the message body is the caption or name)")
+    mimetype: str | None = Field(description="as the sender declared it")
+    size: int | None = Field(ge=0, description="bytes, as the sender declared it")
+    url: str = Field(
+        examples=["/city/media/example.org/AbCdEf"],
+        description="GET it from this gateway: `/city/media/{server_name}/{media_id}`",
+    )
+
+
+class ReactionOut(BaseModel):
+    key: str = Field(examples=["👍"], description="an emoji or short text, 1-64 characters")
+    count: int = Field(ge=1)
+    me: bool = Field(description="the caller is among the reactors")
+
+
+class EditMessageBody(_Body):
+    body: str = Field(
+        json_schema_extra=_text(MESSAGE_MAX_CHARS),
+        description=f"the new body; at most CITY_MESSAGE_MAX_CHARS characters "
+        f"(default {MESSAGE_MAX_CHARS})",
+    )
+
+
 class MessageOut(BaseModel):
     id: str = Field(examples=["m_city_01J0000000000000000000000"])
     room_id: str
@@ -199,6 +232,15 @@ class MessageOut(BaseModel):
     author_matrix_id: str | None
     body: str
     created_at: datetime
+    reply_to: str | None = Field(
+        description="the message this one replies to (same room; it may have been deleted)"
+    )
+    attachment: AttachmentOut | None = Field(description="a file from Matrix")
+    edited_at: datetime | None = Field(description="the last edit (city or Matrix), if any")
+    reactions: list[ReactionOut] = Field(
+        description="per key, in the order first used; `me` is relative to the caller "
+        "(false without a token, and in socket frames)"
+    )
 
 
 class RoomPageOut(BaseModel):

@@ -20,6 +20,10 @@ fanout subscribes a channel per room it serves, presence one channel for
 Handlers run on the reader task and must not block (they queue work and return);
 one that raises is logged and the loop goes on. No pattern subscriptions: a
 process never receives traffic it did not ask for.
+
+On a Redis Cluster the same class, with `sharded=True`, holds the SSUBSCRIBE
+connection to one master; gateway.infra.pubsub_cluster routes the channels between
+them (`make_subscriber` picks the one the settings ask for).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 
 from gateway.infra.backoff import Backoff
 from gateway.infra.tasks import TaskGroup
@@ -47,6 +52,20 @@ Resubscribed = Callable[[int], None]
 _SUBSCRIBE_CHUNK = 1000
 
 
+class Subscriber(Protocol):
+    """What room fanout and presence use of the process's pub/sub connection(s)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def on_resubscribed(self, callback: Resubscribed) -> None: ...
+    @property
+    def channels(self) -> set[str]: ...
+    def subscribe(self, channel: str, handler: Handler, timeout: float) -> asyncio.Task[bool]: ...
+    def unsubscribe(self, channel: str) -> None: ...
+    def is_subscribed(self, channel: str) -> bool: ...
+    async def wait_subscribed(self, channel: str) -> None: ...
+
+
 class RedisSubscriber:
     """One reconnecting pub/sub connection serving any number of channels."""
 
@@ -58,13 +77,30 @@ class RedisSubscriber:
         ping_interval: float = 5.0,
         backoff: Backoff | None = None,
         connect_timeout: float | None = None,
+        sharded: bool = False,
+        address: tuple[str, int] | None = None,
+        on_trouble: Callable[[], None] | None = None,
     ) -> None:
+        """`sharded`: SSUBSCRIBE (a cluster master's shard channels) instead of
+        SUBSCRIBE; `address`: that master instead of the URL's host and port;
+        `on_trouble` is called when the connection drops or Redis says a channel is
+        not (or no longer) served here (MOVED, a server-side SUNSUBSCRIBE)."""
         self._pool = ConnectionPool.from_url(
             redis_url,
             decode_responses=True,
             client_name=client_name,
             socket_connect_timeout=connect_timeout,
         )
+        if address is not None:  # the URL's options win in from_url; override after
+            self._pool.connection_kwargs.update(host=address[0], port=address[1])
+            self._pool.connection_kwargs.pop("db", None)
+        self._cmd_sub, self._cmd_unsub = "SUBSCRIBE", "UNSUBSCRIBE"
+        self._kind_message, self._kind_sub, self._kind_unsub = "message", "subscribe", ""
+        if sharded:
+            self._cmd_sub, self._cmd_unsub = "SSUBSCRIBE", "SUNSUBSCRIBE"
+            self._kind_message, self._kind_sub = "smessage", "ssubscribe"
+            self._kind_unsub = "sunsubscribe"
+        self._on_trouble = on_trouble
         self._ping_interval = ping_interval
         self._backoff = backoff or Backoff(0.1, 2.0)
         self._handlers: dict[str, Handler] = {}
@@ -155,7 +191,7 @@ class RedisSubscriber:
                     return False
                 if channel not in self._handlers:
                     return False  # unsubscribed meanwhile
-                await conn.send_command("SUBSCRIBE", channel, check_health=False)
+                await conn.send_command(self._cmd_sub, channel, check_health=False)
                 target = self._sent[channel] = self._sent.get(channel, 0) + 1
                 self._waiters.setdefault(channel, []).append((target, waiter))
         except (RedisError, OSError) as exc:
@@ -173,7 +209,7 @@ class RedisSubscriber:
         try:
             async with self._write_lock:
                 if conn is self._conn and channel not in self._handlers:
-                    await conn.send_command("UNSUBSCRIBE", channel, check_health=False)
+                    await conn.send_command(self._cmd_unsub, channel, check_health=False)
         except (RedisError, OSError) as exc:
             log.debug("unsubscribe %s failed: %r", channel, exc)
 
@@ -184,6 +220,11 @@ class RedisSubscriber:
             conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py's connect() can swallow a cancellation (stop() during the
+                    # handshake): honour it, or stop() would wait on this task forever.
+                    raise asyncio.CancelledError
                 async with self._write_lock:
                     self._conn = conn
                     self._sent.clear()
@@ -191,7 +232,7 @@ class RedisSubscriber:
                     channels = sorted(self._handlers)
                     for i in range(0, len(channels), _SUBSCRIBE_CHUNK):
                         chunk = channels[i : i + _SUBSCRIBE_CHUNK]
-                        await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
+                        await conn.send_command(self._cmd_sub, *chunk, check_health=False)
                         for channel in chunk:
                             self._sent[channel] = 1
                 self._last_seen = time.monotonic()
@@ -215,7 +256,15 @@ class RedisSubscriber:
             self._release_waiters()
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
+            self._trouble()
             await self._backoff.sleep()
+
+    def _trouble(self) -> None:
+        if self._on_trouble is not None:
+            try:
+                self._on_trouble()
+            except Exception:
+                log.exception("pub/sub trouble callback failed")
 
     def _resubscribed(self) -> None:
         self._resubscribing = None
@@ -227,14 +276,22 @@ class RedisSubscriber:
 
     async def _read(self, conn: AbstractConnection) -> None:
         handlers = self._handlers
+        message = self._kind_message
         while True:
             # push_request: with RESP3, pub/sub messages are "push" replies.
-            reply = await conn.read_response(timeout=float("inf"), push_request=True)
+            try:
+                reply = await conn.read_response(timeout=float("inf"), push_request=True)
+            except MovedError:
+                # A cluster node refusing an SSUBSCRIBE for a slot it does not serve:
+                # the connection is fine, the router must look again.
+                self._last_seen = time.monotonic()
+                self._trouble()
+                continue
             self._last_seen = time.monotonic()
             if not isinstance(reply, list) or not reply:
                 continue
             kind = reply[0]
-            if kind == "message":
+            if kind == message:
                 handler = handlers.get(reply[1])
                 if handler is None:
                     continue  # unsubscribed; Redis has not seen the UNSUBSCRIBE yet
@@ -242,8 +299,12 @@ class RedisSubscriber:
                     handler(reply[1], reply[2])
                 except Exception:
                     log.exception("handling a message on %s failed", reply[1])
-            elif kind == "subscribe":
+            elif kind == self._kind_sub:
                 self._confirmed(reply[1])
+            elif kind == self._kind_unsub and reply[1] in handlers:
+                # Redis dropped a shard channel we still want (its slot moved away).
+                self._acked[reply[1]] = self._sent[reply[1]] = 0
+                self._trouble()
 
     def _confirmed(self, channel: str) -> None:
         acked = self._acked[channel] = self._acked.get(channel, 0) + 1

@@ -200,9 +200,20 @@ class RedisPipe:
     """Shared pipelined connection; `await pipe.call("PUBLISH", channel, payload)`."""
 
     def __init__(
-        self, url: str, *, connect_timeout: float = 1.0, stall_seconds: float = 5.0
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 1.0,
+        stall_seconds: float = 5.0,
+        address: tuple[str, int] | None = None,
     ) -> None:
+        """`address`: connect there instead of the URL's host and port, with the URL's
+        credentials (a cluster node; gateway.infra.redis_cluster_pipe)."""
         self._options = parse_url(url)
+        if address is not None:
+            self._options = {**self._options, "host": address[0], "port": address[1]}
+            self._options.pop("path", None)
+            self._options.pop("db", None)  # a cluster has database 0 only
         self._connect_timeout = connect_timeout
         self._stall = stall_seconds
         self._protocol: _Protocol | None = None

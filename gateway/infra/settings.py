@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     # Prefix for every Redis key and channel. Empty in production (keys are exactly
     # `presence:user:{id}`); test runs set one so that parallel runs do not collide.
     city_redis_prefix: str = ""
+    # REDIS_URL names one node of a Redis Cluster (7.0+): keys are hash-tagged so each
+    # script touches one slot, room fanout uses SPUBLISH/SSUBSCRIBE (docs/redis-cluster.md).
+    redis_cluster: bool = False
+    # Cluster only: presence users are spread over this many hash-tagged buckets (each
+    # a slot with its own deadlines ZSET and online SET). A sweep costs one call per
+    # bucket; counting the online users sums one SCARD per bucket.
+    presence_cluster_buckets: int = Field(default=16, ge=1, le=1024)
     nats_url: str | None = None
     # JetStream stream and subject prefix for city events (gateway/adapters/nats_bus.py); the
     # stream captures `{prefix}.>`. Tests use their own so runs can share one server.
@@ -39,6 +46,9 @@ class Settings(BaseSettings):
     # Events waiting for NATS beyond this are dropped, oldest first (best effort).
     nats_queue_max: int = Field(default=10_000, ge=1)
     city_auto_migrate: bool = True
+    # Worker processes of `city-gateway serve` (`--workers` overrides): 1, a number, or
+    # "auto" (the CPUs this process may use, cgroup quota included). docs/operations.md.
+    city_workers: int | Literal["auto"] = 1
     log_format: Literal["json", "human"] = "json"
     log_level: str = "INFO"
 
@@ -51,6 +61,11 @@ class Settings(BaseSettings):
     city_message_max_chars: int = Field(default=4000, ge=1, le=100_000)
     # Largest HTTP request body accepted at all (413 above it).
     city_max_request_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Largest file GET /city/media/... streams from Matrix (413 above it). 25 MiB.
+    city_media_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # Feed events older than this are deleted (messages stay); 0 keeps them forever.
+    # docs/data-retention.md.
+    city_feed_keep_days: float = Field(default=30, ge=0)
 
     # --- presence -----------------------------------------------------------------
     presence_ttl_seconds: float = Field(default=40, gt=0)
@@ -123,6 +138,19 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("city_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        try:
+            workers = int(str(value))
+        except ValueError:
+            workers = 0
+        if not 1 <= workers <= 256:
+            raise ValueError("must be a number from 1 to 256, or 'auto'")
+        return workers
+
     @field_validator("matrix_homeserver_url", "agents_core_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -139,6 +167,9 @@ class Settings(BaseSettings):
             _require_secret("MATRIX_HS_TOKEN", self.matrix_hs_token, strict)
         if self.city_internal_token is not None:
             _require_secret("CITY_INTERNAL_TOKEN", self.city_internal_token, strict)
+        if self.redis_cluster and ("{" in self.city_redis_prefix or "}" in self.city_redis_prefix):
+            # The keys' own hash tags must be the first braces in every key.
+            raise ValueError("CITY_REDIS_PREFIX must not contain braces with REDIS_CLUSTER")
         return self
 
     # --- derived ------------------------------------------------------------------

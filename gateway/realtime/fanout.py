@@ -16,6 +16,10 @@ How a frame travels (see docs/realtime-rooms.md):
   The subscriptions go over the process's one pub/sub connection
   (gateway.infra.pubsub.RedisSubscriber), which reconnects and subscribes again
   to every room on its own.
+* On a Redis Cluster the same happens over sharded pub/sub: SPUBLISH and
+  SSUBSCRIBE, one connection per master (gateway.infra.pubsub_cluster). A room's
+  channel is one name, so it hashes to one slot: a room's traffic stays on one
+  shard and the rooms spread over all of them.
 
 Each socket is a `ClientSocket` (gateway.realtime.sockets): delivering a frame to
 a room never blocks, and a client that falls behind is dropped.
@@ -29,7 +33,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from gateway.infra.pubsub import RedisSubscriber
+from gateway.infra.pubsub import Subscriber
+from gateway.infra.pubsub_cluster import make_subscriber
+from gateway.infra.redis_clients import is_cluster
 from gateway.realtime import metrics
 from gateway.realtime.publisher import Publisher
 from gateway.realtime.sockets import ClientSocket, outgoing
@@ -60,7 +66,7 @@ class RoomFanout:
         process_id: str,
         on_overflow: Callable[[ClientSocket], None],
         subscribe_timeout: float = 2.0,
-        subscriber: RedisSubscriber | None = None,
+        subscriber: Subscriber | None = None,
     ) -> None:
         """`subscriber`: the process's shared pub/sub connection (started and stopped
         by its owner); without one, the fanout runs a subscriber of its own."""
@@ -71,8 +77,8 @@ class RoomFanout:
         self._on_overflow = on_overflow
         self._subscribe_timeout = subscribe_timeout
         self._owns_subscriber = subscriber is None
-        self.subscriber = subscriber or RedisSubscriber(
-            redis_url, f"{prefix}city-fanout-{process_id}"
+        self.subscriber = subscriber or make_subscriber(
+            redis_url, f"{prefix}city-fanout-{process_id}", cluster=is_cluster(redis)
         )
         self.publisher = Publisher(redis)
 

@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from gateway.core.events import CityHooks
 from gateway.core.messages import Author, MessageService
 from gateway.core.metrics import RATE_LIMITED
-from gateway.core.models import Message
+from gateway.core.models import Message, ReactionChange
 from gateway.core.storage import rooms as rooms_sql
 from gateway.infra.settings import Settings
 from gateway.infra.tasks import TaskGroup
@@ -51,6 +51,7 @@ from gateway.realtime.fanout import RoomFanout
 from gateway.realtime.presence_sockets import PresenceSockets
 from gateway.realtime.room_members import RoomMembers
 from gateway.realtime.sockets import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, ClientSocket, outgoing
+from gateway.realtime.typing import TypingTracker
 from gateway.realtime.wsproto import FrameError
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ class Realtime:
         members: RoomMembers,
         queue_frames: int,
         sockets_per_user: int,
+        typing: TypingTracker,
     ) -> None:
         self._room_exists = room_exists
+        self.typing = typing
         self._messages = messages
         self.fanout = fanout
         self.members = members
@@ -141,6 +144,7 @@ class Realtime:
 
     async def _leave(self, sock: ClientSocket, room_id: str) -> None:
         sock.rooms.discard(room_id)
+        self.typing.stop_socket(sock, room_id)
         left = self.fanout.remove(sock, room_id)
         if left != 0:
             return  # other local sockets of this user remain (or it was not there)
@@ -169,17 +173,26 @@ class Realtime:
             Author(user_id=sock.user_id),
             frame.body,
             client_msg_id=frame.client_msg_id,
+            reply_to=frame.reply_to,
         )
         if not result.created:
             # A retry of a stored message: no one else hears it again, but the sender
             # gets the message it is waiting for.
             sock.offer(outgoing(wsproto.room_message_frame(result.message)))
 
+    def set_typing(self, sock: ClientSocket, frame: wsproto.TypingFrame) -> None:
+        """`room.typing` from a client: coalesced, then to the room and the bridge."""
+        if frame.room_id not in sock.rooms:
+            raise FrameError("not_in_room", f"join room {frame.room_id[:200]!r} before typing")
+        self.typing.set(sock, frame.room_id, frame.typing)
+
     # --- frames from the rest of the service ----------------------------------------
 
     async def on_message_posted(self, message: Message) -> None:
         """After-commit hook: every stored message goes to its room's sockets."""
         self.fanout.publish(message.room_id, wsproto.room_message_frame(message))
+        if message.author_user_id is not None:
+            self.typing.stop_user(message.room_id, message.author_user_id)
 
     async def on_message_edited(self, message: Message) -> None:
         """After-commit hook: an edit (from any side) reaches the room's sockets."""
@@ -191,6 +204,10 @@ class Realtime:
             message.room_id, wsproto.room_message_deleted_frame(message.room_id, message.id)
         )
 
+    async def on_reaction(self, change: ReactionChange) -> None:
+        """After-commit hook: a reaction added or removed (from any side)."""
+        self.fanout.publish(change.room_id, wsproto.room_reaction_frame(change))
+
     def publish_room_presence(self, room_id: str, user_id: str, status: str) -> None:
         """Send `room.presence {room_id, user_id, status}` to a room's sockets, all processes."""
         self.fanout.publish(room_id, wsproto.room_presence_frame(room_id, user_id, status))
@@ -198,6 +215,21 @@ class Realtime:
     async def rooms_of_user(self, user_id: str) -> list[str]:
         """Rooms where the user has a socket on any process (for presence fanout)."""
         return await self.members.rooms_of_user(user_id)
+
+    # MatrixRoomActivity (gateway.core.ports): what Matrix users do, from the bridge.
+    def matrix_typing(self, room_id: str, matrix_user_id: str, typing: bool) -> None:
+        frame = wsproto.room_typing_frame(room_id, typing, matrix_user_id=matrix_user_id)
+        self.fanout.publish(room_id, frame)
+
+    def matrix_presence(self, room_id: str, matrix_user_id: str, status: str) -> None:
+        self.fanout.publish(room_id, wsproto.matrix_presence_frame(room_id, matrix_user_id, status))
+
+    # ConnectedUsers (gateway.core.ports): who is in a room now, for its members list.
+    async def users_in(self, room_id: str) -> list[str]:
+        return await self.members.users_in(room_id)
+
+    async def display_names(self, user_ids: list[str]) -> dict[str, str]:
+        return await self.members.display_names(user_ids)
 
     def announce_gone(self, room_id: str, user_id: str) -> None:
         """A dead process's member was reaped: tell the room they left."""
@@ -313,14 +345,17 @@ async def start_realtime(
         members=members,
         queue_frames=settings.ws_send_queue_frames,
         sockets_per_user=settings.limit_websockets_per_user,
+        typing=TypingTracker(fanout, hooks),
     )
     await fanout.start()
     stack.push_async_callback(fanout.stop)
     await members.start()
     stack.push_async_callback(members.stop)
+    stack.push_async_callback(hub.typing.aclose)
     hooks.message_posted.append(hub.on_message_posted)
     hooks.message_edited.append(hub.on_message_edited)
     hooks.message_deleted.append(hub.on_message_deleted)
+    hooks.reaction_changed.append(hub.on_reaction)
     restore = _close_sockets_before_exit(hub)
     stack.callback(restore)
     # Runs first on shutdown: sockets still open get 1001 before memberships go.

@@ -10,6 +10,7 @@ from collections import deque
 import redis.asyncio as aioredis
 
 from gateway.infra.backoff import Backoff
+from gateway.infra.redis_clients import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,14 @@ class Publisher:
     Callers never wait for Redis: a post that committed must not fail or stall
     because fanout is unavailable. While Redis is down the queue holds up to
     `limit` payloads (oldest dropped first) and is sent when Redis is back.
+
+    On a Redis Cluster it sends SPUBLISH (sharded pub/sub: each channel goes to its
+    slot's master only); the cluster pipeline groups a batch by master.
     """
 
     def __init__(self, redis: aioredis.Redis, limit: int = 10_000) -> None:
         self._redis = redis
+        self._sharded = is_cluster(redis)
         self._limit = limit
         self._queue: deque[tuple[str, str]] = deque()
         self._wakeup = asyncio.Event()
@@ -68,8 +73,12 @@ class Publisher:
                     batch.append(self._queue.popleft())
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, payload in batch:
-                        pipe.publish(channel, payload)
+                    if self._sharded:
+                        for channel, payload in batch:
+                            pipe.spublish(channel, payload)
+                    else:
+                        for channel, payload in batch:
+                            pipe.publish(channel, payload)
                     await pipe.execute()
             except asyncio.CancelledError:
                 raise

@@ -27,6 +27,14 @@ was paused longer than the lease) writes its pairs and sockets again.
 
 Sockets per user need no lease of their own: an entry belongs to a process, and
 counting a user's sockets drops the entries of processes whose lease expired.
+
+On a Redis Cluster every one of these keys carries the hash tag `{<prefix>ws}`
+after the prefix (`<prefix>{<prefix>ws}city:ws:room:...`): the scripts update a
+process's set, a room's hash and a user's hash in one atomic step (that is what
+makes each pair count once and each reap happen once), so they must share a slot.
+Membership therefore lives on one shard; it changes on joins and leaves, not per
+message or heartbeat (docs/redis-cluster.md). A cluster pipeline cannot carry
+EVALSHA, so there the queue is sent one call at a time, still in order.
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
+from gateway.infra.redis_clients import hash_tag, is_cluster
 from gateway.infra.tasks import TaskGroup
 from gateway.realtime import room_members_scripts as scripts
 
@@ -58,6 +68,8 @@ _TICKS_PER_LEASE_SETTING = 12
 # A user's socket set outlives its last change by this long; each process writes its
 # sockets again every quarter of it, so the set never expires under live sockets.
 _SOCKETS_TTL_MS = 24 * 3600 * 1000
+# A token's display name is kept this long after the user's last room socket opened.
+_NAME_TTL_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(slots=True)
@@ -83,15 +95,17 @@ class RoomMembers:
         on_gone: Callable[[str, str], None],
     ) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._cluster = is_cluster(redis)
+        # One slot for every membership key on a cluster (see the module docstring).
+        self._prefix = prefix + hash_tag(f"{prefix}ws") if self._cluster else prefix
         self.process_id = process_id
         self._lease_ms = int(lease_seconds * 1000 * _LEASE_SHARE)
         self._interval = lease_seconds / _TICKS_PER_LEASE_SETTING
         self._local_members = local_members
         self._local_counts = local_counts
         self._on_gone = on_gone
-        self._procs_key = f"{prefix}city:ws:procs"
-        self._proc_key = f"{prefix}city:ws:proc:{process_id}"
+        self._procs_key = f"{self._prefix}city:ws:procs"
+        self._proc_key = f"{self._prefix}city:ws:proc:{process_id}"
         self._join = redis.register_script(scripts.JOIN)
         self._leave = redis.register_script(scripts.LEAVE)
         self._renew = redis.register_script(scripts.RENEW)
@@ -226,13 +240,45 @@ class RoomMembers:
         if not valid:
             return result
         try:
-            joined = await self._counts(args=[self.room_key(""), ",".join(valid)])
+            # KEYS[1] is not read: it routes the call to the members' slot on a cluster.
+            joined = await self._counts(
+                keys=[self._procs_key], args=[self.room_key(""), ",".join(valid)]
+            )
         except Exception as exc:
             # Redis down: this process's own members are the best answer we have.
             log.warning("members_online from Redis failed, counting local only: %r", exc)
             return self._local_counts(room_ids)
         result.update(zip(valid, map(int, joined.split(",")), strict=True))
         return result
+
+    async def users_in(self, room_id: str) -> list[str]:
+        """Users connected to the room on any process (this process's alone without Redis)."""
+        try:
+            users = await self._redis.hkeys(self.room_key(room_id))
+        except Exception as exc:
+            log.warning("room members from Redis failed, listing local only: %r", exc)
+            return sorted({u for r, u in self._local_members() if r == room_id})
+        return sorted(u if isinstance(u, str) else u.decode() for u in users)
+
+    def name_key(self, user_id: str) -> str:
+        return f"{self._prefix}city:ws:name:{user_id}"
+
+    async def remember_name(self, user_id: str, name: str) -> None:
+        """The display name a user's token carried (for members lists); best effort."""
+        try:
+            await self._redis.set(self.name_key(user_id), name[:200], ex=_NAME_TTL_SECONDS)
+        except Exception as exc:
+            log.debug("remembering the name of %s failed: %r", user_id, exc)
+
+    async def display_names(self, user_ids: list[str]) -> dict[str, str]:
+        if not user_ids:
+            return {}
+        try:
+            names = await self._redis.mget([self.name_key(u) for u in user_ids])
+        except Exception as exc:
+            log.warning("display names from Redis failed: %r", exc)
+            return {}
+        return {u: n for u, n in zip(user_ids, names, strict=True) if isinstance(n, str)}
 
     async def rooms_of_user(self, user_id: str) -> list[str]:
         """Rooms where the user has a socket on any process."""
@@ -252,10 +298,7 @@ class RoomMembers:
                 await self._wakeup.wait()
             batch = [self._ops.popleft() for _ in range(min(len(self._ops), _BATCH))]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for op in batch:
-                        await op.script(keys=op.keys, args=op.args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self._send(batch)
             except asyncio.CancelledError:
                 for op in batch:
                     _resolve(op, None)
@@ -277,6 +320,20 @@ class RoomMembers:
                     _resolve(op, result == 1)
                 else:
                     _resolve(op, result)
+
+    async def _send(self, batch: list[_Op]) -> list[Any]:
+        if self._cluster:
+            results: list[Any] = []
+            for op in batch:
+                try:
+                    results.append(await op.script(keys=op.keys, args=op.args))
+                except (RedisError, OSError) as exc:
+                    results.append(exc)
+            return results
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for op in batch:
+                await op.script(keys=op.keys, args=op.args, client=pipe)
+            return list(await pipe.execute(raise_on_error=False))
 
     def _failed(self, exc: BaseException) -> None:
         self._dirty = True

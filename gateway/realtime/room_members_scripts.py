@@ -150,7 +150,8 @@ return 1
 SOCKET_CLOSE = "return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 # ARGV: room key prefix, room ids joined by ",". One argument in and one string out
-# keep the client's encoding and parsing flat for a page of 100 rooms.
+# keep the client's encoding and parsing flat for a page of 100 rooms. KEYS[1] (the
+# procs key) is not read: it routes the call to the members' slot on a cluster.
 COUNTS = """
 local out, i = {}, 0
 for room in string.gmatch(ARGV[2], '[^,]+') do

@@ -21,7 +21,14 @@ from gateway.realtime import wsproto
 from gateway.realtime.deps import ServicesDep
 from gateway.realtime.hub import Realtime, admit_socket
 from gateway.realtime.sockets import ClientSocket, outgoing
-from gateway.realtime.wsproto import FrameError, JoinFrame, LeaveFrame, PingFrame, SendFrame
+from gateway.realtime.wsproto import (
+    FrameError,
+    JoinFrame,
+    LeaveFrame,
+    PingFrame,
+    SendFrame,
+    TypingFrame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ async def room_socket(
     slot = await admit_socket(hub, user_id, principal.expires_at, close)
     if slot is None:
         return  # closed with 4429
+    if principal.name is not None:
+        await hub.members.remember_name(user_id, principal.name)
     sock = hub.open_socket(user_id, websocket.send, close)
     slot.watch(sock)
     try:
@@ -87,6 +96,8 @@ async def _handle(hub: Realtime, sock: ClientSocket, raw: str | bytes) -> None:
             await hub.join(sock, frame.room_id)
         elif isinstance(frame, LeaveFrame):
             await hub.leave(sock, frame.room_id)
+        elif isinstance(frame, TypingFrame):
+            hub.set_typing(sock, frame)
     except FrameError as exc:
         _error(sock, exc.code, exc.message)
     except AppError as exc:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
-from gateway.core.models import Message
+from gateway.core.models import Message, ReactionChange
 
 M = TypeVar("M")
 
@@ -63,19 +63,27 @@ class SendFrame(_ClientFrame):
     room_id: StrictStr = Field(min_length=1, max_length=200)
     body: StrictStr
     client_msg_id: StrictStr | None = None
+    # A message id of the same room (SPEC §13); checked by the core like REST's.
+    reply_to: StrictStr | None = None
 
 
 class PingFrame(_ClientFrame):
     event: Literal["ping"]
 
 
+class TypingFrame(_ClientFrame):
+    event: Literal["room.typing"]
+    room_id: StrictStr = Field(min_length=1, max_length=200)
+    typing: bool
+
+
 RoomClientFrame = Annotated[
-    JoinFrame | LeaveFrame | SendFrame | PingFrame, Field(discriminator="event")
+    JoinFrame | LeaveFrame | SendFrame | PingFrame | TypingFrame, Field(discriminator="event")
 ]
-ROOM_FRAMES: TypeAdapter[JoinFrame | LeaveFrame | SendFrame | PingFrame] = TypeAdapter(
-    RoomClientFrame
+ROOM_FRAMES: TypeAdapter[JoinFrame | LeaveFrame | SendFrame | PingFrame | TypingFrame] = (
+    TypeAdapter(RoomClientFrame)
 )
-ROOM_EVENTS = frozenset({"room.join", "room.leave", "room.message.send", "ping"})
+ROOM_EVENTS = frozenset({"room.join", "room.leave", "room.message.send", "ping", "room.typing"})
 
 
 def decode_object(raw: str | bytes) -> dict[str, Any]:
@@ -105,7 +113,9 @@ def validate(adapter: TypeAdapter[M], value: dict[str, Any], known_events: froze
         raise FrameError("invalid_frame", f"{where}: {first['msg']}") from None
 
 
-def parse_room_frame(raw: str | bytes) -> JoinFrame | LeaveFrame | SendFrame | PingFrame:
+def parse_room_frame(
+    raw: str | bytes,
+) -> JoinFrame | LeaveFrame | SendFrame | PingFrame | TypingFrame:
     return validate(ROOM_FRAMES, decode_object(raw), ROOM_EVENTS)
 
 
@@ -141,6 +151,11 @@ def room_message_deleted_frame(room_id: str, message_id: str) -> str:
     return encode({"event": "room.message_deleted", "room_id": room_id, "message_id": message_id})
 
 
+def room_reaction_frame(change: ReactionChange) -> str:
+    """`room.reaction {room_id, message_id, key, count, user_id | matrix_user_id, added}`."""
+    return encode({"event": "room.reaction", **change.as_json()})
+
+
 def room_join_frame(room_id: str, user_id: str) -> str:
     return encode({"event": "room.join", "room_id": room_id, "user_id": user_id})
 
@@ -152,4 +167,24 @@ def room_leave_frame(room_id: str, user_id: str) -> str:
 def room_presence_frame(room_id: str, user_id: str, status: str) -> str:
     return encode(
         {"event": "room.presence", "room_id": room_id, "user_id": user_id, "status": status}
+    )
+
+
+def room_typing_frame(
+    room_id: str, typing: bool, *, user_id: str | None = None, matrix_user_id: str | None = None
+) -> str:
+    """`room.typing` for a city user (`user_id`) or a Matrix user (`matrix_user_id`)."""
+    who = {"user_id": user_id} if user_id is not None else {"matrix_user_id": matrix_user_id}
+    return encode({"event": "room.typing", "room_id": room_id, **who, "typing": typing})
+
+
+def matrix_presence_frame(room_id: str, matrix_user_id: str, status: str) -> str:
+    """`room.presence` of a Matrix user (status in Matrix's names)."""
+    return encode(
+        {
+            "event": "room.presence",
+            "room_id": room_id,
+            "matrix_user_id": matrix_user_id,
+            "status": status,
+        }
     )

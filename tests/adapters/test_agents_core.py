@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -21,10 +21,14 @@ from gateway.adapters.agents_core import (
 )
 from gateway.infra.settings import ConfigError, load_settings
 from tests.fake_agents_core import FakeAgentsCore, FakeNatsAgent
+from tests.secondme_fixtures import (
+    AGENT,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    invoke_request,
+)
 
 NATS_URL = os.environ.get("CITY_TEST_NATS_URL", "nats://127.0.0.1:4222")
 TOKEN = "s3cret-agents-token"
-AGENT = "ag_secondme_global"
 HISTORY = [
     HistoryItem("user", "first question"),
     HistoryItem("assistant", "first answer"),
@@ -32,12 +36,6 @@ HISTORY = [
 ]
 
 MakeClient = Callable[..., HttpAgentsCore]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
 
 
 @pytest.fixture
@@ -84,19 +82,13 @@ async def test_ok_sends_input_context_history_and_token(
     assert request.path == f"/agents/{AGENT}/invoke"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/json"
-    assert request.body == {
-        "input": "what now?",
-        "context": {
-            "user_id": "u_42",
-            "kind": "secondme",
-            # oldest first, exactly as given
-            "history": [
-                {"role": "user", "content": "first question"},
-                {"role": "assistant", "content": "first answer"},
-                {"role": "user", "content": "second question"},
-            ],
-        },
-    }
+    # The history oldest first, exactly as given.
+    expected_history = [
+        ("user", "first question"),
+        ("assistant", "first answer"),
+        ("user", "second question"),
+    ]
+    assert request.body == invoke_request("what now?", "u_42", expected_history)
 
 
 async def test_no_token_means_no_authorization_header(

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 
-from bridge import storage
+from bridge import retention
 from tests.bridge.conftest import BridgeEnv, PortGateway
 
 TXN = "/_matrix/app/v1/transactions/{}"
@@ -244,7 +244,7 @@ async def test_old_processed_events_are_pruned_but_pending_ones_kept(
         ours,
     )
     await db.execute("update matrix_inbox set state = 'pending' where event_id = $1", ours[0])
-    assert await storage.prune_inbox(db, 7) == 2
+    assert await retention.prune_inbox(db) == 2
     left = await db.fetch(
         "select event_id from matrix_inbox where event_id = any($1::text[])", ours
     )

@@ -11,37 +11,27 @@ Real Synapse, matrix-nio users, the fake Agents Core HTTP server.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import httpx
 import nio
-import pytest
 
 from tests.bridge.conftest import BridgeEnv, Element, MakeElement, PortGateway, StartBridged
 from tests.bridge.test_secondme_matrix import from_secondme, open_dm, reply_to
 from tests.conftest import SECURITY_DEFAULTS
 from tests.fake_agents_core import FakeAgentsCore
+from tests.secondme_fixtures import (
+    SECRET,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    secondme_settings,
+)
 from tests.servers import wait_until
-
-SECRET = "my private diagnosis is 4711"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
 
 
 def settings(fake: FakeAgentsCore) -> dict[str, Any]:
-    return {
-        **SECURITY_DEFAULTS,
-        "agents_core_url": fake.url,
-        "agents_core_timeout": 5,
-        "secondme_rate_per_minute": 1000,
-    }
+    return {**SECURITY_DEFAULTS, **secondme_settings(fake)}
 
 
 async def membership(env: BridgeEnv, user: Element, room_id: str, member: str) -> str | None:

@@ -62,13 +62,16 @@ async def test_transitions_reach_element_within_seconds(
 
 
 async def test_online_ghosts_are_refreshed_and_offline_ones_are_not(
-    start_bridged: object, bridge_env: BridgeEnv, db: asyncpg.Connection
+    start_bridged: object, bridge_env: BridgeEnv, db: asyncpg.Connection, element: MakeElement
 ) -> None:
     gw = await start_bridged(matrix_presence_refresh_seconds=0.5)  # type: ignore[operator]
     hooks = gw.runtime.hooks
     ghost = bridge_env.user_id("city_u_pres2")
-    # Sharing a room with the bot lets the bot read the ghost's presence.
+    # Sharing a room with the bot lets the bot read the ghost's presence; a real
+    # Matrix user in it makes the ghost visible, so its presence is mirrored at all.
     general = (await gw.http.get("/city/rooms/room_city_general")).json()["room"]
+    alice = await element()
+    await alice.join(general["matrix_room_id"])
     await gw.bridge.join(general["matrix_room_id"], ghost)
     await hooks.emit_presence("u_pres2", "offline", "online", 0)
     mirror = gw.bridge.presence

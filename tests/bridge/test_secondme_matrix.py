@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import httpx
 import nio
-import pytest
 
 from bridge.inbox import InboundMessage
 from bridge.secondme_bot import TRIGGER_KEY
@@ -24,24 +23,13 @@ from tests.bridge.conftest import (
     process_on_port,
 )
 from tests.fake_agents_core import FakeAgentsCore
+from tests.secondme_fixtures import (
+    AGENT,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    invoke_request,
+    secondme_settings,
+)
 from tests.servers import Gateway, GatewayProcess, free_port, wait_until
-
-AGENT = "ag_secondme_global"
-GENERAL = "room_city_general"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
-
-
-def secondme_settings(fake: FakeAgentsCore) -> dict[str, Any]:
-    return {
-        "agents_core_url": fake.url,
-        "agents_core_timeout": 5,
-        "secondme_rate_per_minute": 1000,
-    }
 
 
 async def open_dm(alice: Element, env: BridgeEnv) -> str:
@@ -128,10 +116,7 @@ async def test_dm_gets_one_reply_and_is_the_matrix_users_history(
     assert reply["content"]["body"] == "echo: hello Second Me"
     assert reply["content"]["msgtype"] == "m.notice"
     assert reply["content"][TRIGGER_KEY] == asked
-    assert fake.requests[0].body == {
-        "input": "hello Second Me",
-        "context": {"user_id": alice.user_id, "kind": "secondme", "history": []},
-    }
+    assert fake.requests[0].body == invoke_request("hello Second Me", alice.user_id)
 
     _, second = await reply_to(bridge_env, alice, dm, "and again")
     assert second["content"]["body"] == "echo: and again"

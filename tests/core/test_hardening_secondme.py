@@ -12,59 +12,33 @@ Real gateway (uvicorn), PostgreSQL, Redis and the fake Agents Core HTTP server.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from tests.conftest import SECURITY_DEFAULTS, GatewayFactory
 from tests.fake_agents_core import FakeAgentsCore
+from tests.secondme_fixtures import (
+    SECRET,
+    agent_messages,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    private_history,
+    say,
+    start_gateway,
+    wait_agent_messages,
+)
 from tests.servers import InProcessGateway, wait_until
-
-GENERAL = "room_city_general"
-SECRET = "my private diagnosis is 4711"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
 
 
 async def start(
     gateway_factory: GatewayFactory, fake: FakeAgentsCore, **kw: Any
 ) -> InProcessGateway:
-    settings: dict[str, Any] = {
-        **SECURITY_DEFAULTS,
-        "agents_core_url": fake.url,
-        "agents_core_timeout": 5,
-        "secondme_rate_per_minute": 1000,
-        "secondme_history_messages": 3,
-    }
-    settings.update(kw)
-    return await gateway_factory(**settings)
-
-
-async def say(gw: InProcessGateway, user: str, body: str) -> None:
-    response = await gw.http.post(
-        f"/city/rooms/{GENERAL}/messages", json={"body": body}, headers=gw.auth(user)
-    )
-    assert response.status_code == 201, response.text
+    settings = {**SECURITY_DEFAULTS, "secondme_history_messages": 3, **kw}
+    return await start_gateway(gateway_factory, fake, **settings)
 
 
 async def agent_bodies(gw: InProcessGateway) -> list[str]:
-    page = await gw.http.get(f"/city/rooms/{GENERAL}/messages?limit=200")
-    return [m["body"] for m in page.json() if m["author_agent_id"]]
-
-
-async def agent_messages_reach(gw: InProcessGateway, count: int) -> bool:
-    return len(await agent_bodies(gw)) >= count
-
-
-async def private_history(gw: InProcessGateway, user: str) -> list[tuple[str, str]]:
-    response = await gw.http.get("/secondme/history?limit=100", headers=gw.auth(user))
-    return [(h["role"], h["content"]) for h in response.json()]
+    return [m["body"] for m in await agent_messages(gw)]
 
 
 async def test_room_mention_gets_the_rooms_messages_not_the_private_history(
@@ -85,7 +59,7 @@ async def test_room_mention_gets_the_rooms_messages_not_the_private_history(
     await say(gw, "u_3", "the bridge opens at noon")
     await say(gw, "u_1", "any news?")
     await say(gw, "u_1", "@secondme what did I say?")
-    await wait_until(lambda: agent_messages_reach(gw, 1))
+    await wait_agent_messages(gw, 1)
 
     room_request = fake.requests[-1].body
     assert room_request["input"] == "what did I say?"
@@ -103,7 +77,7 @@ async def test_room_mention_gets_the_rooms_messages_not_the_private_history(
 
     # Second Me's own answer in the room comes back as the assistant's turn.
     await say(gw, "u_1", "@secondme and now?")
-    await wait_until(lambda: agent_messages_reach(gw, 2))
+    await wait_agent_messages(gw, 2)
     assert fake.requests[-1].body["context"]["history"] == [
         {"role": "user", "content": "u_1: any news?"},
         {"role": "user", "content": "u_1: @secondme what did I say?"},
@@ -144,5 +118,5 @@ async def test_one_rate_limit_notice_per_user_per_window(
 
     # Another user's budget and notice are their own.
     await say(gw, "u_2", "@secondme me too")
-    await wait_until(lambda: agent_messages_reach(gw, 3))
+    await wait_agent_messages(gw, 3)
     assert (await agent_bodies(gw))[-1] == "echo: me too"

@@ -1,4 +1,4 @@
-"""Presence engine against a real, shared Redis.
+"""Presence engine against a real, shared Redis (or the local cluster: tests/conftest.py).
 
 Every test works under its own random key prefix and deletes only its own keys, since
 other test runs use the same Redis at the same time. Time-based behaviour uses short
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import sys
 import uuid
@@ -22,8 +21,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.core.presence.engine import PresenceEngine, PresenceState, PresenceTransition
+from gateway.infra.redis_clients import redis_client as build_redis_client
+from tests.conftest import REDIS_CLUSTER, REDIS_URL
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def new_client() -> aioredis.Redis:
+    return build_redis_client(REDIS_URL, cluster=REDIS_CLUSTER)
+
+
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 MakeEngine = Callable[..., PresenceEngine]
@@ -33,18 +38,18 @@ MakeEngine = Callable[..., PresenceEngine]
 async def prefix() -> AsyncIterator[str]:
     value = f"t{uuid.uuid4().hex}:"
     yield value
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = new_client()
     try:
         keys = [key async for key in client.scan_iter(match=f"{value}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
+        for key in keys:  # one by one: on a cluster they live in many slots
+            await client.delete(key)
     finally:
         await client.aclose()
 
 
 @pytest.fixture
 async def redis_client(prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = new_client()
     yield client
     await client.aclose()
 
@@ -55,7 +60,7 @@ async def make_engine(prefix: str) -> AsyncIterator[MakeEngine]:
     clients: list[aioredis.Redis] = []
 
     def make(**overrides: Any) -> PresenceEngine:
-        client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        client = new_client()
         clients.append(client)
         options: dict[str, Any] = {
             "prefix": prefix,
@@ -324,7 +329,8 @@ async def test_concurrent_sweepers_emit_each_expiry_once(
     assert per_user == Counter({u: 1 for u in expiring + leaving})
     assert all(edge(t) == ("online", "offline") for t in seen)
     assert await engines[2].count_online() == 0
-    assert await redis_client.zcard(f"{prefix}presence:deadlines") == 0
+    for deadlines in engines[2].keys.deadlines():
+        assert await redis_client.zcard(deadlines) == 0
 
 
 async def test_random_concurrent_traffic_keeps_transitions_balanced(
@@ -376,15 +382,19 @@ async def test_random_concurrent_traffic_keeps_transitions_balanced(
 
 _CHILD_SWEEPER = """
 import asyncio, json, sys
-import redis.asyncio as aioredis
 from gateway.core.presence.engine import PresenceEngine
+from gateway.infra.redis_clients import redis_client
 
-async def main(url, prefix, deadlines):
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+async def main(url, prefix, cluster):
+    client = redis_client(url, cluster=cluster == "1")
     engine = PresenceEngine(client, prefix=prefix, ttl_seconds=1, away_after_seconds=300,
                             offline_grace_seconds=0)
     print("ready", flush=True)
-    while await client.zcard(deadlines):
+
+    async def pending():
+        return sum([await client.zcard(key) for key in engine.keys.deadlines()])
+
+    while await pending():
         for t in await engine.sweep(limit=5):
             print(json.dumps([t.user_id, t.previous, t.status]), flush=True)
         await asyncio.sleep(0.01)
@@ -400,7 +410,6 @@ async def test_two_os_processes_sweep_each_expiry_once(
     engine = make_engine(ttl_seconds=3)
     users = [f"p:{i}" for i in range(40)]
     await asyncio.gather(*(engine.heartbeat(u, "tab") for u in users))
-    deadlines = f"{prefix}presence:deadlines"
     children = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -408,7 +417,7 @@ async def test_two_os_processes_sweep_each_expiry_once(
             _CHILD_SWEEPER,
             REDIS_URL,
             prefix,
-            deadlines,
+            "1" if REDIS_CLUSTER else "0",
             stdout=asyncio.subprocess.PIPE,
             cwd=_REPO_ROOT,
         )
@@ -467,9 +476,13 @@ async def test_odd_ids_stay_under_prefix(
     assert await engine.count_online() == len(users)
     for user in users:
         assert await redis_client.get(engine.spec_key(user)) == "online"
-        assert engine.spec_key(user) == f"{prefix}presence:user:{user}"
+        # The SPEC's key; on a cluster with the user's bucket tag before the id.
+        tag = f"{{b{engine.keys.bucket(user)}}}:" if REDIS_CLUSTER else ""
+        assert engine.spec_key(user) == f"{prefix}presence:{tag}user:{user}"
     keys = [k async for k in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
-    assert len(keys) == 3 * len(users) + 2  # devices, state, spec per user; 2 shared
+    # devices, state, spec per user; deadlines and online per bucket in use
+    buckets = {engine.keys.bucket(user) for user in users}
+    assert len(keys) == 3 * len(users) + 2 * len(buckets)
 
     for user in users:
         for i, device in enumerate(devices):

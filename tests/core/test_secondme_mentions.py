@@ -6,7 +6,6 @@ Real gateways (uvicorn), PostgreSQL, Redis and a fake Agents Core HTTP server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -24,56 +23,28 @@ from gateway.core.secondme.replies import (
 )
 from tests.conftest import GatewayFactory
 from tests.fake_agents_core import FakeAgentsCore
+from tests.secondme_fixtures import (
+    AGENT,
+    GENERAL,
+    agent_messages,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    invoke_request,
+    say,
+    start_gateway,
+    wait_agent_messages,
+)
 from tests.servers import InProcessGateway, wait_until
-
-GENERAL = "room_city_general"
-AGENT = "ag_secondme_global"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
 
 
 async def start(
     gateway_factory: GatewayFactory, fake: FakeAgentsCore, **kw: Any
 ) -> InProcessGateway:
-    settings: dict[str, Any] = {
-        "agents_core_url": fake.url,
-        "agents_core_timeout": 2,
-        "secondme_rate_per_minute": 1000,
-    }
-    settings.update(kw)
-    return await gateway_factory(**settings)
+    return await start_gateway(gateway_factory, fake, **{"agents_core_timeout": 2, **kw})
 
 
 def replies_of(gw: InProcessGateway) -> SecondMeReplies:
     replies: SecondMeReplies = gw.runtime.secondme_replies
     return replies
-
-
-async def say(gw: InProcessGateway, user: str, body: str, room: str = GENERAL) -> dict[str, Any]:
-    response = await gw.http.post(
-        f"/city/rooms/{room}/messages", json={"body": body}, headers=gw.auth(user)
-    )
-    assert response.status_code == 201, response.text
-    message: dict[str, Any] = response.json()
-    return message
-
-
-async def agent_messages(gw: InProcessGateway, room: str = GENERAL) -> list[dict[str, Any]]:
-    page = await gw.http.get(f"/city/rooms/{room}/messages?limit=200")
-    return [m for m in page.json() if m["author_agent_id"]]
-
-
-async def wait_agent_messages(gw: InProcessGateway, count: int = 1) -> list[dict[str, Any]]:
-    async def enough() -> list[dict[str, Any]] | None:
-        found = await agent_messages(gw)
-        return found if len(found) >= count else None
-
-    result: list[dict[str, Any]] = await wait_until(enough)
-    return result
 
 
 # --- the rule --------------------------------------------------------------------------
@@ -133,10 +104,7 @@ async def test_mention_gets_one_reply_as_a_city_message(
     assert reply["author_agent_id"] == AGENT
     assert reply["author_user_id"] is None and reply["author_matrix_id"] is None
     [request] = fake.requests
-    assert request.body == {
-        "input": "what is DAARION?",
-        "context": {"user_id": "u_1", "kind": "secondme", "history": []},
-    }
+    assert request.body == invoke_request("what is DAARION?", "u_1")
     # After commit, the reply is announced like any message (WebSockets, bridge, ...).
     await wait_until(lambda: [m.id for m in announced] == [asked["id"], reply["id"]])
     feed = (await gw.http.get("/city/feed")).json()

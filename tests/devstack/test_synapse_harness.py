@@ -88,7 +88,7 @@ def test_registration_parses_with_exclusive_namespaces() -> None:
     assert reg["hs_token"] == settings.matrix_hs_token.get_secret_value()
     assert reg["sender_localpart"] == "citybot"
     assert reg["rate_limited"] is False
-    assert reg["receive_ephemeral"] is False
+    assert reg["receive_ephemeral"] is True
     assert "de.sorunome.msc2409.push_ephemeral" not in reg
 
     users = reg["namespaces"]["users"]

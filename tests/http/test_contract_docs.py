@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gateway.app.main import create_app
-from gateway.core.models import Message
+from gateway.core.models import Message, ReactionChange, ReactionSummary
 from gateway.core.presence.answers import update_frame
 from gateway.http.schemas import TEXT_PATTERN
 from gateway.realtime import wsproto
@@ -96,6 +96,8 @@ def _message() -> Message:
         body="Привіт",
         created_at=datetime.now(UTC),
         seq=1,
+        edited_at=datetime.now(UTC),
+        reactions=(ReactionSummary("👍", 2), ReactionSummary("ok", 1)),
     )
 
 
@@ -106,14 +108,33 @@ def test_server_frames_match_the_document(asyncapi: dict[str, Any]) -> None:
         "roomMessage": wsproto.room_message_frame(message),
         "roomMessageEdited": wsproto.room_message_edited_frame(message),
         "roomMessageDeleted": wsproto.room_message_deleted_frame(message.room_id, message.id),
+        "roomReaction": wsproto.room_reaction_frame(
+            ReactionChange("room_city_general", message.id, "👍", 2, True, user_id="u_1")
+        ),
         "roomJoin": wsproto.room_join_frame("room_city_general", "u_1"),
         "roomLeave": wsproto.room_leave_frame("room_city_general", "u_1"),
         "roomPresence": wsproto.room_presence_frame("room_city_general", "u_1", "away"),
+        "roomTyping": wsproto.room_typing_frame("room_city_general", True, user_id="u_1"),
         "pong": wsproto.PONG_FRAME,
         "error": wsproto.error_frame("not_in_room", "join first"),
         "presenceUpdate": update_frame("u_1", "online", 1200),
     }
-    for name, frame in sent.items():
+    matrix_side = [
+        ("roomPresence", wsproto.matrix_presence_frame("room_city_general", "@a:s", "unavailable")),
+        (
+            "roomTyping",
+            wsproto.room_typing_frame("room_city_general", False, matrix_user_id="@a:s"),
+        ),
+        (
+            "roomReaction",
+            wsproto.room_reaction_frame(
+                ReactionChange(
+                    "room_city_general", "m_city_1", "🎉", 0, False, matrix_user_id="@a:s"
+                )
+            ),
+        ),
+    ]
+    for name, frame in [*sent.items(), *matrix_side]:
         value = orjson.loads(frame)
         _validator(asyncapi, name).validate(value)
         assert asyncapi["components"]["messages"][name]["name"] == value["event"]
@@ -129,6 +150,9 @@ _CLIENT_FRAMES = [
     ),
     ("roomMessageSend", {"event": "room.message.send", "room_id": "r", "body": "hi"}),
     ("ping", {"event": "ping"}),
+    ("roomTypingRequest", {"event": "room.typing", "room_id": "r", "typing": True}),
+    ("roomTypingRequest", {"event": "room.typing", "room_id": "r", "typing": "yes"}),
+    ("roomTypingRequest", {"event": "room.typing", "room_id": "r"}),
     ("roomJoinRequest", {"event": "room.join", "room_id": 5}),
     ("roomJoinRequest", {"event": "room.join"}),
     ("roomMessageSend", {"event": "room.message.send", "room_id": "r"}),

@@ -33,21 +33,16 @@ gateway's ERROR log (with the traceback).
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import logging
-import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import hypothesis
 import hypothesis.strategies as st
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from schemathesis import Case, CheckContext, GenerationMode, Response
 from schemathesis.checks import (
     content_type_conformance,
@@ -61,10 +56,12 @@ from gateway.app.main import create_app
 from gateway.core.auth import mint_token
 from tests.conftest import INTERNAL_TOKEN, JWT_SECRET, GatewayFactory, make_settings
 from tests.fake_agents_core import FakeAgentsCore
+from tests.http.fuzzing import SEED as SEED  # test_schemathesis_cli.py imports it from here
+from tests.http.fuzzing import error_log as _error_log  # noqa: F401 (and this)
+from tests.http.fuzzing import examples, fuzz_logged, fuzz_run, json_values
 from tests.servers import InProcessGateway, free_port
 
-EXAMPLES = int(os.environ.get("CITY_FUZZ_EXAMPLES", "25"))
-SEED = int(os.environ["CITY_FUZZ_SEED"]) if os.environ.get("CITY_FUZZ_SEED") else None
+EXAMPLES = examples(25)
 SERVER_NAME = "fuzz.test"
 HS_TOKEN = "hs_fuzz_" + "x" * 24
 FUZZ_USER = "u_fuzz"
@@ -135,20 +132,7 @@ _KNOWN_PATH_VALUES: dict[str, list[str]] = {
     "alias": [f"#city_general:{SERVER_NAME}", f"#city_nosuchroom:{SERVER_NAME}"],
 }
 
-_json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
-_json = st.recursive(
-    _json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+_json = json_values()
 
 
 def _matrix_event() -> st.SearchStrategy[Any]:
@@ -320,31 +304,6 @@ CONFORMANCE = [
 ]
 
 
-class _ErrorLog(logging.Handler):
-    """Collects the gateway's ERROR records, to show the traceback of a failure."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        self.lines.append(text)
-
-
-@contextmanager
-def _error_log() -> Iterator[_ErrorLog]:
-    handler = _ErrorLog()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-
-
 def _fuzz(gw: InProcessGateway, document: dict[str, Any], method: str, path: str) -> None:
     """Runs in a worker thread: requests is blocking, the gateway serves on the loop."""
     operation = schemathesis.openapi.from_dict(document)[path][method]
@@ -361,25 +320,13 @@ def _fuzz_with(
     """One hypothesis run for one operation and one set of credentials; the statuses seen."""
     statuses: set[int] = set()
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        # The same cases every run unless CITY_FUZZ_SEED asks for others: a red
-        # `make test` is then reproducible, and exploring is a deliberate act.
-        derandomize=SEED is None,
-        # Shrinking a failure can take minutes; the first failing case is reported.
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_run(EXAMPLES)
     @given(case=_strategy(operation, headers))
     def run(case: Case[Any]) -> None:
         response = case.call(base_url=base_url, session=session, timeout=30)
         statuses.add(response.status_code)
         case.validate_response(response, checks=[no_server_error, json_error_code, *CONFORMANCE])
 
-    if SEED is not None:
-        run = hypothesis.seed(SEED)(run)
     run()
     return statuses
 
@@ -421,15 +368,9 @@ async def test_fuzz_route(
     served = await gw.http.get("/openapi.json")
     assert served.status_code == 200
     document = with_legacy_paths(served.json())
-    with _error_log() as errors:
-        try:
-            await asyncio.to_thread(_fuzz, gw, document, method, path)
-        except Exception as exc:
-            logged = "\n".join(errors.lines[-5:])
-            raise AssertionError(f"{exc}\n--- gateway ERROR log ---\n{logged}") from exc
-        # Also what did not show in a response: a transaction's events are applied
-        # after the 200, and a failure there is only logged.
-        assert not errors.lines, "\n".join(errors.lines[-5:])
+    # Also fails on what did not show in a response: a transaction's events are applied
+    # after the 200, and a failure there is only logged.
+    await fuzz_logged(_fuzz, gw, document, method, path)
 
 
 def test_every_route_is_fuzzed() -> None:

@@ -21,26 +21,22 @@ every run; `CITY_FUZZ_SEED=<int>` draws others.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-import hypothesis
 import hypothesis.strategies as st
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from gateway.core.auth import mint_token
 from tests.conftest import JWT_SECRET, GatewayFactory
+from tests.http.fuzzing import examples, fuzz_logged, fuzz_run, json_values
 from tests.servers import InProcessGateway
 
-EXAMPLES = int(os.environ.get("CITY_FUZZ_EXAMPLES", "60"))
-SEED = int(os.environ["CITY_FUZZ_SEED"]) if os.environ.get("CITY_FUZZ_SEED") else None
+EXAMPLES = examples(60)
 USER = "u_wsfuzz"
 ROOM = "room_city_general"
 # Close codes a client may see, each with a documented reason (SPEC §7, §12,
@@ -57,20 +53,7 @@ Sent = tuple[Frame, bool]
 
 # --- frames ---------------------------------------------------------------------------
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+_json = json_values(st.integers(min_value=-(2**63), max_value=2**64 - 1))
 # Strings that reach the code behind validation: NULs, lone-surrogate escapes are in
 # the raw frames below; here control characters, RTL, emoji, combining marks.
 _nasty_text = st.sampled_from(
@@ -181,30 +164,6 @@ def _presence_frames(limit: int) -> st.SearchStrategy[Sent]:
 # --- the run ----------------------------------------------------------------------------
 
 
-class _ErrorLog(logging.Handler):
-    """The gateway's ERROR records, shown with a failure (they hold the traceback)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        self.lines.append(text)
-
-
-@contextmanager
-def _error_log() -> Iterator[_ErrorLog]:
-    handler = _ErrorLog()
-    logging.getLogger().addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logging.getLogger().removeHandler(handler)
-
-
 def _check_frame(raw: Frame) -> dict[str, Any]:
     frame = orjson.loads(raw)
     assert isinstance(frame, dict), f"server frame is not an object: {raw!r:.300}"
@@ -242,14 +201,7 @@ def _answers(ws: ClientConnection, pongs: int) -> list[dict[str, Any]]:
 def _fuzz(url: str, frames: st.SearchStrategy[Sent]) -> None:
     """Runs in a worker thread (blocking client); the gateway serves on the loop."""
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=SEED is None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_run(EXAMPLES)
     @given(sequence=st.lists(frames, min_size=1, max_size=8))
     def run(sequence: list[Sent]) -> None:
         with connect(url, open_timeout=RECV_TIMEOUT, close_timeout=5, max_size=None) as ws:
@@ -262,8 +214,6 @@ def _fuzz(url: str, frames: st.SearchStrategy[Sent]) -> None:
                 sent = [raw if len(raw) < 300 else raw[:300] for raw, _ in sequence]
                 raise AssertionError(f"{exc}\nframes sent (cut at 300): {sent!r}") from None
 
-    if SEED is not None:
-        run = hypothesis.seed(SEED)(run)
     run()
 
 
@@ -273,13 +223,7 @@ async def _run(
     token = mint_token(JWT_SECRET, USER, "WS Fuzz", 3600)
     url = f"{gw.ws_url}{path}?token={token}"
     strategy = frames(gw.settings.ws_max_frame_bytes)
-    with _error_log() as errors:
-        try:
-            await asyncio.to_thread(_fuzz, url, strategy)
-        except Exception as exc:
-            logged = "\n".join(errors.lines[-5:])
-            raise AssertionError(f"{exc}\n--- gateway ERROR log ---\n{logged}") from exc
-        assert not errors.lines, "\n".join(errors.lines[-5:])
+    await fuzz_logged(_fuzz, url, strategy)
 
 
 @pytest.mark.timeout(300)

@@ -50,6 +50,14 @@ def _handler(log_format: str, stream: io.StringIO) -> logging.Handler:
 def captured(caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, io.StringIO]]:
     """INFO logs of this test: pytest's capture plus our handler in both formats."""
     caplog.set_level(logging.INFO)
+    # An earlier test's uvicorn.Config with its default log config may have set these
+    # loggers' levels and stopped them propagating, process-wide; that would hide the
+    # very lines this test reads. Put them as the service runs them (restored after).
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(lg.level, lg.propagate, lg.disabled) for lg in uvicorn_loggers]
+    for lg in uvicorn_loggers:
+        lg.setLevel(logging.INFO)
+        lg.propagate, lg.disabled = True, False
     # The test's own HTTP client logs its request URLs at INFO; production keeps
     # httpx at WARNING (gateway/infra/logs.py), and they are not the server's logs.
     client_loggers = [logging.getLogger(n) for n in ("httpx", "httpcore")]
@@ -68,6 +76,9 @@ def captured(caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, io.StringIO
             root.removeHandler(handler)
         for lg, level in zip(client_loggers, levels, strict=True):
             lg.setLevel(level)
+        for lg, (level, propagate, disabled) in zip(uvicorn_loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
 
 
 async def _use_tokens_in_urls(gw: Gateway, token: str) -> None:

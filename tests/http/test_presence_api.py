@@ -76,7 +76,8 @@ async def test_heartbeat_sets_the_spec_key_and_answers_the_state(
         "matrix_user_id": None,
         "heartbeat_seconds": gw.settings.presence_heartbeat_seconds,
     }
-    key = f"{REDIS_PREFIX}presence:user:u_1"
+    key = gw.runtime.presence.engine.spec_key("u_1")  # bucket-tagged on a cluster
+    assert key.startswith(REDIS_PREFIX + "presence:") and key.endswith("user:u_1")
     assert await redis_client.get(key) == "online"
     assert 0 < await redis_client.pttl(key) <= 1500
     await wait_until(lambda: seen == [("u_1", "offline", "online")])

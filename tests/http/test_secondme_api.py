@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -13,29 +12,22 @@ import redis.asyncio as aioredis
 from gateway.core.secondme.ratelimit import SlidingWindowLimiter
 from tests.conftest import REDIS_PREFIX, GatewayFactory
 from tests.fake_agents_core import FakeAgentsCore
+from tests.secondme_fixtures import (
+    AGENT,
+    fake_agents_core,  # noqa: F401 (the `fake` fixture)
+    invoke_request,
+    start_gateway,
+)
 from tests.servers import InProcessGateway, free_port, wait_until
 
 TOKEN = "agents-core-test-token"
-AGENT = "ag_secondme_global"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgentsCore]:
-    with FakeAgentsCore() as server:
-        yield server
 
 
 async def start(
     gateway_factory: GatewayFactory, fake: FakeAgentsCore, **kw: Any
 ) -> InProcessGateway:
-    settings: dict[str, Any] = {
-        "agents_core_url": fake.url,
-        "agents_core_token": TOKEN,
-        "agents_core_timeout": 0.5,
-        "secondme_rate_per_minute": 1000,
-    }
-    settings.update(kw)
-    return await gateway_factory(**settings)
+    settings = {"agents_core_token": TOKEN, "agents_core_timeout": 0.5, **kw}
+    return await start_gateway(gateway_factory, fake, **settings)
 
 
 async def invoke(gw: InProcessGateway, user: str, prompt: object) -> Any:
@@ -72,18 +64,9 @@ async def test_invoke_stores_the_exchange_and_sends_history_oldest_first(
     assert last.path == f"/agents/{AGENT}/invoke"
     assert last.headers["authorization"] == f"Bearer {TOKEN}"
     # The prompt is the input; the context is the N messages before it, oldest first.
-    assert last.body == {
-        "input": "three",
-        "context": {
-            "user_id": "u_1",
-            "kind": "secondme",
-            "history": [
-                {"role": "assistant", "content": "echo: one"},
-                {"role": "user", "content": "two"},
-                {"role": "assistant", "content": "echo: two"},
-            ],
-        },
-    }
+    assert last.body == invoke_request(
+        "three", "u_1", [("assistant", "echo: one"), ("user", "two"), ("assistant", "echo: two")]
+    )
 
 
 async def test_history_is_the_callers_latest_oldest_first(
@@ -123,11 +106,7 @@ async def test_one_users_history_is_never_anothers(
     bob = await invoke(gw, "u_bob", "hi")
 
     assert pairs(bob.json()["history"]) == [("user", "hi"), ("assistant", "echo: hi")]
-    assert fake.requests[-1].body["context"] == {
-        "user_id": "u_bob",
-        "kind": "secondme",
-        "history": [],
-    }
+    assert fake.requests[-1].body == invoke_request("hi", "u_bob")
     bob_history = await gw.http.get("/secondme/history?limit=100", headers=gw.auth("u_bob"))
     assert "alice's secret" not in bob_history.text
     # A user_id in the body or query is no way in: the user is the token's subject.

@@ -149,7 +149,7 @@ async def test_a_killed_process_members_vanish_within_the_lease_setting(
     survivor = await gateway_factory(ws_member_lease_seconds=lease)
     victim = await GatewayProcess(make_settings(ws_member_lease_seconds=lease)).start()
     redis = survivor.runtime.redis
-    procs_key = f"{survivor.settings.city_redis_prefix}city:ws:procs"
+    procs_key = survivor.runtime.realtime.members._procs_key  # hash-tagged on a cluster
     mine = survivor.runtime.realtime.members.process_id
     try:
         async with client(victim, "u_ann"):

@@ -11,12 +11,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import delete_prefixed, make_settings
-from tests.realtime.test_presence_ws import BEAT_URL, FAST, SERVICE, barrier, presence_client
+from tests.realtime.test_presence_ws import (
+    BEAT_URL,
+    FAST,
+    SERVICE,
+    PresenceClient,
+    barrier,
+    presence_client,
+)
 from tests.servers import GatewayProcess, wait_until
 
 _TRANSITION_RE = re.compile(
@@ -85,12 +93,33 @@ def delta(after: Counts, before: Counts) -> Counts:
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
+# Two users came and went: two transitions each way.
+TWO_CAME_AND_WENT: Counts = {("offline", "online"): 2, ("online", "offline"): 2}
+
+
+@asynccontextmanager
+async def counted(a: GatewayProcess, b: GatewayProcess) -> AsyncIterator[Counts]:
+    """The transitions handed to the hooks during the block, once both processes settled."""
+    before = await settled(a, b)
+    during: Counts = {}
+    yield during
+    during.update(delta(await settled(a, b), before))
+
+
+@asynccontextmanager
+async def watching(
+    a: GatewayProcess, b: GatewayProcess, tag: str = ""
+) -> AsyncIterator[tuple[PresenceClient, PresenceClient]]:
+    """A presence socket on each process (users `u_wa{tag}` and `u_wb{tag}`)."""
+    async with presence_client(a, f"u_wa{tag}") as on_a, presence_client(b, f"u_wb{tag}") as on_b:
+        yield on_a, on_b
+
+
 async def test_a_heartbeat_on_one_process_reaches_both_once(
     pair: tuple[GatewayProcess, GatewayProcess],
 ) -> None:
     a, b = pair
-    before = await settled(a, b)
-    async with presence_client(a, "u_wa") as on_a, presence_client(b, "u_wb") as on_b:
+    async with counted(a, b) as handed_over, watching(a, b) as (on_a, on_b):
         r = await a.http.post(BEAT_URL, json={"user_id": "u_mp1"}, headers=SERVICE)
         assert (r.status_code, r.json()["status"]) == (200, "online")
         for c in (on_a, on_b):
@@ -111,19 +140,15 @@ async def test_a_heartbeat_on_one_process_reaches_both_once(
                 ("u_mp1_marker", "offline"),
                 ("u_mp1_marker", "online"),
             ]
-    # Two users came and went: two transitions each way, handed over once in all.
-    assert delta(await settled(a, b), before) == {
-        ("offline", "online"): 2,
-        ("online", "offline"): 2,
-    }
+    # Two users came and went: each transition handed over once in all.
+    assert handed_over == TWO_CAME_AND_WENT
 
 
 async def test_a_user_who_stops_heartbeating_is_announced_offline_once(
     pair: tuple[GatewayProcess, GatewayProcess],
 ) -> None:
     a, b = pair
-    before = await settled(a, b)
-    async with presence_client(a, "u_wa2") as on_a, presence_client(b, "u_wb2") as on_b:
+    async with counted(a, b) as handed_over, watching(a, b, "2") as (on_a, on_b):
         r = await b.http.post(
             BEAT_URL, json={"user_id": "u_mp2", "device_id": "tab"}, headers=SERVICE
         )
@@ -134,18 +159,14 @@ async def test_a_user_who_stops_heartbeating_is_announced_offline_once(
         await barrier(a, on_a, on_b, marker="u_mp2_marker")
         for c in (on_a, on_b):
             assert c.updates("u_mp2") == [("u_mp2", "online"), ("u_mp2", "offline")]
-    assert delta(await settled(a, b), before) == {
-        ("offline", "online"): 2,
-        ("online", "offline"): 2,
-    }
+    assert handed_over == TWO_CAME_AND_WENT
 
 
 async def test_tabs_on_two_processes_make_one_user(
     pair: tuple[GatewayProcess, GatewayProcess],
 ) -> None:
     a, b = pair
-    before = await settled(a, b)
-    async with presence_client(a, "u_wa3") as watcher:
+    async with counted(a, b) as handed_over, presence_client(a, "u_wa3") as watcher:
         async with presence_client(b, "u_mp3") as tab_b:
             async with presence_client(a, "u_mp3") as tab_a:
                 await tab_a.beat()
@@ -159,7 +180,7 @@ async def test_tabs_on_two_processes_make_one_user(
         await watcher.wait(lambda: watcher.updates("u_mp3")[-1:] == [("u_mp3", "offline")], 5)
         await barrier(b, watcher, marker="u_mp3_marker")
         assert [s for _, s in watcher.updates("u_mp3")] == ["online", "away", "online", "offline"]
-    assert delta(await settled(a, b), before) == {
+    assert handed_over == {
         ("offline", "online"): 2,
         ("online", "away"): 1,
         ("away", "online"): 1,

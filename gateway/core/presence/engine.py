@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 
+from gateway.core.presence.keys import PresenceKeys
 from gateway.core.presence.types import (
     PresenceRefused,
     PresenceState,
@@ -39,10 +40,10 @@ from gateway.core.presence.types import (
     outcome,
     parse_status,
 )
+from gateway.infra.redis_clients import is_cluster
 
 if TYPE_CHECKING:
     from gateway.infra.settings import Settings
-
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ _AWAY_STATUSES = frozenset({"away", "unavailable"})
 # How long a sweeper owns the users it claimed; if it dies mid-sweep another process
 # picks them up after this, still well inside the "offline within TTL + 5 s" budget.
 _CLAIM_LEASE_MS = 2_000
+# On a Redis Cluster: per-user script calls a sweep keeps in flight at once (a
+# cluster pipeline cannot carry EVALSHA, so they go as concurrent calls).
+_CLUSTER_SETTLE_CONCURRENCY = 64
 
 
 @cache
@@ -80,9 +84,12 @@ class PresenceEngine:
         max_devices: int | None = None,
         heartbeats_per_second: float | None = None,
         heartbeat_burst: int = 1,
+        cluster_buckets: int = 16,
     ) -> None:
         """``max_devices`` caps a user's live devices; ``heartbeats_per_second`` with
-        ``heartbeat_burst`` is each device's heartbeat budget. None: no limit."""
+        ``heartbeat_burst`` is each device's heartbeat budget. None: no limit.
+        ``cluster_buckets``: how many hash-tagged buckets users are spread over when
+        ``redis`` is a Redis Cluster client (gateway/core/presence/keys.py)."""
         if ttl_seconds <= 0 or away_after_seconds <= 0:
             raise ValueError("ttl_seconds and away_after_seconds must be positive")
         if offline_grace_seconds < 0 or retention_seconds < 0:
@@ -106,15 +113,7 @@ class PresenceEngine:
         if heartbeats_per_second is not None:
             self._beat_interval_ms = 1000 / heartbeats_per_second
             self._beat_tolerance_ms = self._beat_interval_ms * (heartbeat_burst - 1)
-        # User ids only ever end a key, so no id (colons, braces, unicode) can make
-        # two users share a key or escape the prefix.
-        base = f"{prefix}presence:"
-        self._spec_base = f"{base}user:"
-        self._devices_base = f"{base}devices:"
-        self._state_base = f"{base}state:"
-        self._rate_base = f"{base}rate:"
-        self._deadlines = f"{base}deadlines"
-        self._online = f"{base}online"
+        self.keys = PresenceKeys(prefix, cluster_buckets if is_cluster(redis) else None)
         self._script = redis.register_script(_script_source())
 
     @classmethod
@@ -128,26 +127,21 @@ class PresenceEngine:
             max_devices=settings.limit_presence_devices,
             heartbeats_per_second=settings.limit_heartbeats_per_second,
             heartbeat_burst=settings.limit_heartbeats_burst,
+            cluster_buckets=settings.presence_cluster_buckets,
         )
 
     def spec_key(self, user_id: str) -> str:
-        """The SPEC's ``presence:user:{user_id}`` key (with the configured prefix)."""
-        return self._spec_base + user_id
+        """The SPEC's ``presence:user:{user_id}`` key (with the configured prefix; on
+        a cluster with the user's bucket tag, ``presence:{b<k>}:user:{user_id}``)."""
+        return self.keys.spec(user_id)
 
     def _keys(self, user_id: str) -> list[str]:
-        return [
-            self._devices_base + user_id,
-            self._state_base + user_id,
-            self._spec_base + user_id,
-            self._deadlines,
-            self._online,
-        ]
+        return self.keys.user(user_id)
 
     def _device_keys(self, user_id: str, device: str) -> list[str]:
-        keys = self._keys(user_id)
+        keys = self.keys.user(user_id)
         if self._beat_interval_ms:
-            # The user id's length makes (user, device) -> key one-to-one.
-            keys.append(f"{self._rate_base}{len(user_id)}:{user_id}{device}")
+            keys.append(self.keys.rate(user_id, device))
         return keys
 
     @property
@@ -275,10 +269,11 @@ class PresenceEngine:
     async def online_users(self, limit: int) -> list[str]:
         """Up to ``limit`` users online or away (SSCAN: for rare catch-ups, not hot paths)."""
         users: list[str] = []
-        async for user_id in self._redis.sscan_iter(self._online, count=1000):
-            users.append(user_id)
-            if len(users) >= limit:
-                break
+        for online in self.keys.online():
+            async for user_id in self._redis.sscan_iter(online, count=1000):
+                users.append(user_id)
+                if len(users) >= limit:
+                    return users
         return users
 
     async def sweep(self, limit: int = 500) -> list[PresenceTransition]:
@@ -288,21 +283,28 @@ class PresenceEngine:
         sweepers from doing the same work; exactly-once itself comes from the settle
         step comparing and writing the declared state atomically.
         """
-        due = cast(
-            "list[str]",
-            await self._script(keys=[self._deadlines], args=["due", limit, _CLAIM_LEASE_MS]),
+        # One "due" per bucket (one on a single Redis), each a single-slot call.
+        found = await asyncio.gather(
+            *(
+                self._script(keys=[deadlines], args=["due", limit, _CLAIM_LEASE_MS])
+                for deadlines in self.keys.deadlines()
+            )
         )
+        due = [user_id for users in found for user_id in cast("list[str]", users)]
         if not due:
             return []
-        # The "due" call just made sure the script is loaded, so plain EVALSHA is safe
-        # (a SCRIPT FLUSH in between only delays these users by one lease).
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id in due:
-                keys = self._keys(user_id)
-                pipe.evalsha(
-                    self._script.sha, len(keys), *keys, "settle", user_id, self._retention_ms
-                )
-            replies = await pipe.execute()
+        if self.keys.clustered:
+            replies = await self._settle_each(due)
+        else:
+            # The "due" call just made sure the script is loaded, so plain EVALSHA is
+            # safe (a SCRIPT FLUSH in between only delays these users by one lease).
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in due:
+                    keys = self._keys(user_id)
+                    pipe.evalsha(
+                        self._script.sha, len(keys), *keys, "settle", user_id, self._retention_ms
+                    )
+                replies = await pipe.execute()
         transitions = []
         for user_id, reply in zip(due, replies, strict=True):
             _, transition = outcome(user_id, reply)
@@ -310,15 +312,37 @@ class PresenceEngine:
                 transitions.append(transition)
         return transitions
 
+    async def _settle_each(self, due: list[str]) -> list[Any]:
+        """Cluster: the settle calls concurrently (each routed to its bucket's node)."""
+        gate = asyncio.Semaphore(_CLUSTER_SETTLE_CONCURRENCY)
+
+        async def settle(user_id: str) -> Any:
+            async with gate:
+                return await self._script(
+                    keys=self._keys(user_id), args=["settle", user_id, self._retention_ms]
+                )
+
+        return list(await asyncio.gather(*(settle(user_id) for user_id in due)))
+
     async def get_statuses(self, user_ids: Sequence[str]) -> list[PresenceState]:
-        """Declared state of each user, in order, in one round trip; unknown = offline."""
+        """Declared state of each user, in order, in one round trip; unknown = offline.
+
+        On a cluster: one round trip per master holding some of them, plus TIME.
+        """
         if not user_ids:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            for user_id in user_ids:
-                pipe.hmget(self._state_base + user_id, "state", "active")
-            server_time, *rows = await pipe.execute()
+        if self.keys.clustered:
+            # A cluster pipeline carries keyed commands only: TIME goes on its own.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    pipe.hmget(self.keys.state(user_id), "state", "active")
+                server_time, rows = await asyncio.gather(self._redis.time(), pipe.execute())
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                for user_id in user_ids:
+                    pipe.hmget(self.keys.state(user_id), "state", "active")
+                server_time, *rows = await pipe.execute()
         seconds, micros = server_time
         now = int(seconds) * 1000 + int(micros) // 1000
         states = []
@@ -328,8 +352,16 @@ class PresenceEngine:
         return states
 
     async def count_online(self) -> int:
-        """Users online or away: SCARD of a set kept by the scripts, O(1) at any size."""
-        return int(await self._redis.scard(self._online))
+        """Users online or away: SCARD of a set kept by the scripts, O(1) at any size.
+
+        On a cluster, the sum of the buckets' SCARDs (a fixed number of them).
+        """
+        if not self.keys.clustered:
+            return int(await self._redis.scard(self.keys.online()[0]))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for online in self.keys.online():
+                pipe.scard(online)
+            return sum(int(n) for n in await pipe.execute())
 
     async def run_sweeper(
         self,

@@ -23,7 +23,7 @@ from gateway.core.presence.answers import REDIS_TIMEOUT_SECONDS, update_frame
 from gateway.core.presence.engine import PresenceEngine
 from gateway.core.presence.known import MAX_KNOWN_USERS, KnownUsers
 from gateway.core.presence.types import PresenceTransition, outcome
-from gateway.infra.redis_pipe import RedisPipe
+from gateway.infra.redis_cluster_pipe import AnyPipe
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +37,22 @@ class PresenceRecovery:
     def __init__(
         self,
         engine: PresenceEngine,
-        pipe: RedisPipe,
+        pipe: AnyPipe,
         known: KnownUsers,
         sockets: PresenceDelivery,
         announce: Callable[[list[PresenceTransition]], None],
         *,
-        epoch_key: str,
+        epoch_keys: list[str],
     ) -> None:
+        """`epoch_keys`: one per presence bucket (one on a single Redis), so a cluster
+        shard that loses its data is noticed by its buckets' epochs."""
         self.engine = engine
         self._pipe = pipe
         self.known = known
         self._sockets = sockets
         self.announce = announce
-        self.epoch_key = epoch_key
-        self._epoch: str | None = None
+        self.epoch_keys = epoch_keys
+        self._epoch: list[str] | None = None
         self._recheck = asyncio.Event()
         self._resubscribed = False
         self._synced = False  # the start-up snapshot of who is online was taken
@@ -120,8 +122,10 @@ class PresenceRecovery:
         """
         candidate = secrets.token_hex(8)
         async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-            found = await self._pipe.call("SET", self.epoch_key, candidate, "NX", "GET")
-        epoch = candidate if found is None else str(found)
+            found = await self._pipe.call_many(
+                [("SET", key, candidate, "NX", "GET") for key in self.epoch_keys]
+            )
+        epoch = [candidate if one is None else str(one) for one in found]
         lost = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
         return lost

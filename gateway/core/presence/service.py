@@ -62,8 +62,10 @@ from gateway.core.presence.engine import (
 )
 from gateway.core.presence.known import KnownUsers
 from gateway.core.presence.recovery import PresenceRecovery
-from gateway.infra.pubsub import RedisSubscriber
-from gateway.infra.redis_pipe import RedisPipe
+from gateway.infra.pubsub import Subscriber
+from gateway.infra.pubsub_cluster import make_subscriber
+from gateway.infra.redis_clients import redis_client
+from gateway.infra.redis_cluster_pipe import AnyPipe, command_pipe
 
 if TYPE_CHECKING:
     from gateway.infra.settings import Settings
@@ -84,7 +86,7 @@ class PresenceService:
     def __init__(
         self,
         engine: PresenceEngine,
-        pipe: RedisPipe,
+        pipe: AnyPipe,
         hooks: CityHooks,
         *,
         channel: str,
@@ -96,6 +98,8 @@ class PresenceService:
         self._pipe = pipe
         self._hooks = hooks
         self.channel = channel
+        # Sharded pub/sub on a cluster (the channel's master only), PUBLISH otherwise.
+        self._publish = "SPUBLISH" if engine.keys.clustered else "PUBLISH"
         # The user's Matrix id in presence answers (None without a bridge).
         self.matrix_user_id = identity.matrix_user_id
         self._rooms = rooms
@@ -112,7 +116,7 @@ class PresenceService:
         # Redis-loss convergence (see the module docstring).
         self.known = KnownUsers()
         self.recovery = PresenceRecovery(
-            engine, pipe, self.known, sockets, self.announce, epoch_key=f"{channel}:epoch"
+            engine, pipe, self.known, sockets, self.announce, epoch_keys=engine.keys.epochs()
         )
 
     # --- the rules' entry points (each raises 503 presence_unavailable) -----------------
@@ -227,7 +231,7 @@ class PresenceService:
                 await self._pipe.call_many(
                     [
                         (
-                            "PUBLISH",
+                            self._publish,
                             self.channel,
                             update_frame(t.user_id, t.status, t.last_active_ago),
                         )
@@ -279,9 +283,9 @@ def _unavailable(exc: BaseException) -> AppError:
 
 def presence_redis(settings: Settings) -> aioredis.Redis:
     """A client that gives up quickly: one reconnect (a restarted Redis), no back-off."""
-    return aioredis.from_url(
+    return redis_client(
         settings.redis_url,
-        decode_responses=True,
+        cluster=settings.redis_cluster,
         retry=Retry(NoBackoff(), 1),
         socket_connect_timeout=1.0,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
@@ -304,7 +308,12 @@ def build_presence(
     """
     redis = presence_redis(settings)
     stack.push_async_callback(redis.aclose)
-    pipe = RedisPipe(settings.redis_url, connect_timeout=1.0, stall_seconds=REDIS_TIMEOUT_SECONDS)
+    pipe = command_pipe(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        connect_timeout=1.0,
+        stall_seconds=REDIS_TIMEOUT_SECONDS,
+    )
     stack.push_async_callback(pipe.close)
     return PresenceService(
         PresenceEngine.from_settings(redis, settings),
@@ -322,7 +331,7 @@ async def start_presence(
     settings: Settings,
     stack: AsyncExitStack,
     *,
-    subscriber: RedisSubscriber | None = None,
+    subscriber: Subscriber | None = None,
 ) -> ReadyCheck:
     """Starter: announcer, channel subscription, sweeper, reconciler; returns the ready check.
 
@@ -334,9 +343,10 @@ async def start_presence(
     loop = asyncio.get_running_loop()
 
     if subscriber is None:
-        subscriber = RedisSubscriber(
+        subscriber = make_subscriber(
             settings.redis_url,
             f"{settings.city_redis_prefix}city-presence-{secrets.token_hex(8)}",
+            cluster=settings.redis_cluster,
             connect_timeout=1.0,
         )
         await subscriber.start()

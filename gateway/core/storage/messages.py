@@ -5,17 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.models import Message
+from gateway.core.models import Attachment, Message
 from gateway.core.storage import Executor, Row
 
 _COLUMNS = (
     "id, room_id, author_user_id, author_agent_id, author_matrix_id, body, created_at, seq,"
-    " matrix_event_id"
+    " matrix_event_id, reply_to, attachment, edited_at"
 )
 
 
 def _message(row: Row) -> Message:
-    return Message(**dict(row))
+    data = dict(row)
+    if data.get("attachment") is not None:
+        data["attachment"] = Attachment.from_stored(data["attachment"])
+    return Message(**data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class NewMessage:
     author_matrix_id: str | None = None
     client_msg_id: str | None = None
     matrix_event_id: str | None = None
+    reply_to: str | None = None
+    attachment: Attachment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +50,8 @@ _INSERT = f"""
 with ins as (
     insert into city_room_messages
         (id, room_id, author_user_id, author_agent_id, author_matrix_id, body,
-         client_msg_id, matrix_event_id)
-    values ($1, $2, $3, $4, $5, $6, $7, $8)
+         client_msg_id, matrix_event_id, reply_to, attachment)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $12, $13::jsonb)
     on conflict do nothing
     returning {_COLUMNS}
 ), feed as (
@@ -58,7 +63,7 @@ select {_COLUMNS} from ins
 # What the outbox's statement may use: the stored row (CTE `ins`, the columns above)
 # and the author's display name from their token.
 STORED = "ins"
-AUTHOR_NAME = "$12::text"
+AUTHOR_NAME = "$14::text"
 
 
 def insert_statement(queue: str | None = None) -> str:
@@ -95,6 +100,8 @@ async def insert_message(
         feed.id,
         feed.kind,
         feed.payload,
+        message.reply_to,
+        message.attachment.as_stored() if message.attachment is not None else None,
     ]
     if queued is not None:
         args.append(author_name)
@@ -105,7 +112,8 @@ async def insert_message(
 # An edit from any side: the body, and the feed event that shows it, in one statement.
 _EDIT = f"""
 with upd as (
-    update city_room_messages set body = $2 where id = $1 returning {_COLUMNS}
+    update city_room_messages set body = $2, edited_at = now() where id = $1
+    returning {_COLUMNS}
 ), feed as (
     update city_feed_events
     set payload = payload || jsonb_build_object('body', $2::text, 'snippet', $3::text,
@@ -175,6 +183,12 @@ async def get_by_matrix_event_id(db: Executor, event_id: str) -> Message | None:
         f"select {_COLUMNS} from city_room_messages where matrix_event_id = $1", event_id
     )
     return _message(row) if row else None
+
+
+async def room_of(db: Executor, message_id: str) -> str | None:
+    """The room of a message (None if there is no such message)."""
+    value = await db.fetchval("select room_id from city_room_messages where id = $1", message_id)
+    return None if value is None else str(value)
 
 
 async def get_message(db: Executor, message_id: str) -> Message | None:

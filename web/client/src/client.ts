@@ -16,6 +16,7 @@ import type {
   Message,
   PresenceList,
   Room,
+  RoomMembers,
   RoomPage,
   SecondMeAnswer,
   SecondMeHistoryItem,
@@ -76,13 +77,15 @@ export class CityClient {
   async postMessage(
     roomId: string,
     body: string,
-    options: { clientMsgId?: string } = {},
+    options: { clientMsgId?: string; replyTo?: string | null } = {},
   ): Promise<Message> {
     const client_msg_id = options.clientMsgId ?? newClientMsgId();
     const path = `/city/rooms/${encodeURIComponent(roomId)}/messages`;
+    const payload: Record<string, string> = { body, client_msg_id };
+    if (options.replyTo) payload.reply_to = options.replyTo;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.request<Message>("POST", path, { body: { body, client_msg_id } });
+        return await this.request<Message>("POST", path, { body: payload });
       } catch (error) {
         const retry =
           error instanceof CityApiError &&
@@ -93,6 +96,37 @@ export class CityClient {
         await delay(300 * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
       }
     }
+  }
+
+  /** Replace the body of your own message (403 `forbidden` for anyone else's). */
+  editMessage(roomId: string, messageId: string, body: string): Promise<Message> {
+    return this.request("PATCH", messagePath(roomId, messageId), { body: { body } });
+  }
+
+  /** Delete your own message (403 `forbidden` for anyone else's). */
+  async deleteMessage(roomId: string, messageId: string): Promise<void> {
+    await this.request("DELETE", messagePath(roomId, messageId));
+  }
+
+  /** React with `key` (idempotent); the message with its reactions after. */
+  react(roomId: string, messageId: string, key: string): Promise<Message> {
+    return this.request("PUT", reactionPath(roomId, messageId, key));
+  }
+
+  /** Take back your reaction `key` (idempotent); the message with its reactions after. */
+  unreact(roomId: string, messageId: string, key: string): Promise<Message> {
+    return this.request("DELETE", reactionPath(roomId, messageId, key));
+  }
+
+  /** City users connected to the room now and the Matrix room's joined real users. */
+  members(roomId: string): Promise<RoomMembers> {
+    return this.get(`/city/rooms/${encodeURIComponent(roomId)}/members`);
+  }
+
+  /** An absolute URL for a path the gateway returned (e.g. `attachment.url`). */
+  resolveUrl(path: string): string {
+    if (/^[a-z][a-z0-9+.-]*:/i.test(path)) return path;
+    return `${this.baseUrl}${path.startsWith("/") ? "" : "/"}${path}`;
   }
 
   // --- city ----------------------------------------------------------------------------
@@ -173,11 +207,19 @@ export class CityClient {
       throw new CityApiError(0, "network_error", `could not reach the city: ${String(error)}`);
     }
     if (!response.ok) throw await CityApiError.from(response);
+    if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
   }
 }
 
-/** A unique id for one message the user means to send once. */
+function messagePath(roomId: string, messageId: string): string {
+  return `/city/rooms/${encodeURIComponent(roomId)}/messages/${encodeURIComponent(messageId)}`;
+}
+
+function reactionPath(roomId: string, messageId: string, key: string): string {
+  return `${messagePath(roomId, messageId)}/reactions/${encodeURIComponent(key)}`;
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -16,3 +16,27 @@ export {
 export { PresenceSocket, RoomSocket, type SocketOptions, type SocketState } from "./sockets.js";
 export { tokenClaims, userIdFromToken, type TokenClaims } from "./token.js";
 export type * from "./types.js";
+export {
+  TYPING_TIMEOUT_MS,
+  TypingNotifier,
+  activeTypists,
+  applyMemberFrame,
+  applyReaction,
+  applyTyping,
+  authorOf,
+  memberName,
+  membersFromApi,
+  messagesReducer,
+  snippet,
+  sortMembers,
+  statusLabel,
+  stopTyping,
+  typingKey,
+  typingText,
+  withSelf,
+  type MemberFrame,
+  type MemberStatus,
+  type MessagesAction,
+  type RoomMember,
+  type TypingState,
+} from "./roomState.js";

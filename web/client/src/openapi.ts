@@ -87,6 +87,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/city/media/{server_name}/{media_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Media
+         * @description A file a Matrix message attached (its `attachment.url`), through the appservice.
+         *
+         *     413 `payload_too_large` when it is larger than CITY_MEDIA_MAX_BYTES (known from
+         *     its declared size; a file that turns out larger while streaming is cut off).
+         */
+        get: operations["get_media_city_media__server_name___media_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/city/presence": {
         parameters: {
             query?: never;
@@ -132,8 +155,29 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Room */
+        /**
+         * Get Room
+         * @description The room and its latest messages. A bearer token is optional; with one (it must
+         *     be valid: else 401), reactions' `me` is relative to its user.
+         */
         get: operations["get_room_city_rooms__room_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/city/rooms/{room_id}/members": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Room Members */
+        get: operations["room_members_city_rooms__room_id__members_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -149,7 +193,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Messages */
+        /**
+         * List Messages
+         * @description An older page, oldest first; a bearer token is optional, as for the room.
+         */
         get: operations["list_messages_city_rooms__room_id__messages_get"];
         put?: never;
         /**
@@ -160,6 +207,83 @@ export interface paths {
          *     call `handle_post_message`, so the answers are the same.
          */
         post: operations["post_message_city_rooms__room_id__messages_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/city/rooms/{room_id}/messages/{message_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete Message
+         * @description Delete your own message (403 `forbidden` for anyone else's): it leaves the
+         *     history and the feed. Announced as `room.message_deleted`; redacted in Matrix.
+         */
+        delete: operations["delete_message_city_rooms__room_id__messages__message_id__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit Message
+         * @description Replace the body of your own message (403 `forbidden` for anyone else's).
+         *
+         *     Announced as `room.message_edited`; in Matrix the ghost sends an `m.replace`.
+         *     Counts against the per-user message limit (429 `rate_limited`).
+         */
+        patch: operations["edit_message_city_rooms__room_id__messages__message_id__patch"];
+        trace?: never;
+    };
+    "/city/rooms/{room_id}/messages/{message_id}/reactions/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Add Reaction
+         * @description React with `key` (again: nothing changes). The message with its reactions.
+         *
+         *     Announced as `room.reaction` (`added: true`); an `m.reaction` in Matrix.
+         */
+        put: operations["add_reaction_city_rooms__room_id__messages__message_id__reactions__key__put"];
+        post?: never;
+        /**
+         * Remove Reaction
+         * @description Take back your reaction `key` (none there: nothing changes). The message after.
+         *
+         *     Announced as `room.reaction` (`added: false`); its `m.reaction` is redacted.
+         */
+        delete: operations["remove_reaction_city_rooms__room_id__messages__message_id__reactions__key__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/city/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search
+         * @description A bearer token is optional, as for room history; with one (it must be valid:
+         *     else 401), reactions' `me` is relative to its user.
+         */
+        get: operations["search_city_search_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -313,6 +437,38 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * AttachmentOut
+         * @description A Matrix image, file, video or audio message's file (SPEC §13).
+         */
+        AttachmentOut: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "image" | "file" | "video" | "audio";
+            /**
+             * Mimetype
+             * @description as the sender declared it
+             */
+            mimetype: string | null;
+            /**
+             * Name
+             * @description the file name (the message body is the caption or name)
+             */
+            name: string;
+            /**
+             * Size
+             * @description bytes, as the sender declared it
+             */
+            size: number | null;
+            /**
+             * Url
+             * @description GET it from this gateway: `/city/media/{server_name}/{media_id}`
+             * @example /city/media/example.org/AbCdEf
+             */
+            url: string;
+        };
+        /**
          * BodyTooLargeOut
          * @description 413 from the gateway's body limit, in the city's error shape.
          */
@@ -333,6 +489,14 @@ export interface components {
              * @description the room id is `room_city_{slug}`
              */
             slug: string;
+        };
+        /** EditMessageBody */
+        EditMessageBody: {
+            /**
+             * Body
+             * @description the new body; at most CITY_MESSAGE_MAX_CHARS characters (default 4000)
+             */
+            body: string;
         };
         /**
          * EmptyOut
@@ -471,8 +635,40 @@ export interface components {
             /** Error */
             error: string;
         };
+        /**
+         * MemberOut
+         * @description A city user (`user_id`) connected to the room now, or a Matrix user
+         *     (`matrix_user_id`) joined to its Matrix room; exactly one of the two is present.
+         */
+        MemberOut: {
+            /** Display Name */
+            display_name: string | null;
+            /**
+             * Matrix User Id
+             * @description a real Matrix user (not a ghost)
+             */
+            matrix_user_id?: string | null;
+            /**
+             * Status
+             * @description city users: online | away; Matrix users, in Matrix's names: online | unavailable | offline
+             * @enum {string}
+             */
+            status: "online" | "away" | "unavailable" | "offline";
+            /**
+             * User Id
+             * @description a city user
+             */
+            user_id?: string | null;
+        };
+        /** MembersOut */
+        MembersOut: {
+            /** Members */
+            members: components["schemas"]["MemberOut"][];
+        };
         /** MessageOut */
         MessageOut: {
+            /** @description a file from Matrix */
+            attachment: components["schemas"]["AttachmentOut"] | null;
             /** Author Agent Id */
             author_agent_id: string | null;
             /** Author Matrix Id */
@@ -487,10 +683,25 @@ export interface components {
              */
             created_at: string;
             /**
+             * Edited At
+             * @description the last edit (city or Matrix), if any
+             */
+            edited_at: string | null;
+            /**
              * Id
              * @example m_city_01J0000000000000000000000
              */
             id: string;
+            /**
+             * Reactions
+             * @description per key, in the order first used; `me` is relative to the caller (false without a token, and in socket frames)
+             */
+            reactions: components["schemas"]["ReactionOut"][];
+            /**
+             * Reply To
+             * @description the message this one replies to (same room; it may have been deleted)
+             */
+            reply_to: string | null;
             /** Room Id */
             room_id: string;
         };
@@ -543,6 +754,22 @@ export interface components {
             status: "online" | "away" | "offline";
             /** User Id */
             user_id: string;
+        };
+        /** ReactionOut */
+        ReactionOut: {
+            /** Count */
+            count: number;
+            /**
+             * Key
+             * @description an emoji or short text, 1-64 characters
+             * @example 👍
+             */
+            key: string;
+            /**
+             * Me
+             * @description the caller is among the reactors
+             */
+            me: boolean;
         };
         /** ReadyOut */
         ReadyOut: {
@@ -605,6 +832,29 @@ export interface components {
              */
             messages: components["schemas"]["MessageOut"][];
             room: components["schemas"]["RoomOut"];
+        };
+        /** SearchPageOut */
+        SearchPageOut: {
+            /**
+             * Next
+             * @description opaque cursor: pass it as `before` for the next page; null at the end
+             */
+            next: string | null;
+            /**
+             * Results
+             * @description exact matches (every word in the form typed) first, then other inflections of Ukrainian words; newest first within each
+             */
+            results: components["schemas"]["SearchResultOut"][];
+        };
+        /** SearchResultOut */
+        SearchResultOut: {
+            /**
+             * Highlight
+             * @description the body (or its best fragment, if long) as HTML-escaped text with matches wrapped in `<mark>…</mark>` — the only markup it contains
+             * @example нова <mark>кімната</mark> &lt;b&gt;
+             */
+            highlight: string;
+            message: components["schemas"]["MessageOut"];
         };
         /** StatsOut */
         StatsOut: {
@@ -810,6 +1060,10 @@ export interface operations {
         requestBody?: {
             content: {
                 "application/json": {
+                    /** @description the same, under MSC2409's unstable name */
+                    "de.sorunome.msc2409.ephemeral"?: unknown[];
+                    /** @description EDUs: m.typing, m.presence (MSC2409) */
+                    ephemeral?: unknown[];
                     /** @description Matrix events; malformed ones are ignored */
                     events?: unknown[];
                 };
@@ -1047,6 +1301,85 @@ export interface operations {
             };
         };
     };
+    get_media_city_media__server_name___media_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the server part of the file's mxc:// URI */
+                server_name: string;
+                /** @description the media id of the file's mxc:// URI */
+                media_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the file, streamed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description `If-None-Match` matched the ETag */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description An upstream service (Agents Core, the homeserver) failed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     presence_list_city_presence_get: {
         parameters: {
             query?: {
@@ -1264,6 +1597,77 @@ export interface operations {
                     "application/json": components["schemas"]["RoomPageOut"];
                 };
             };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    room_members_city_rooms__room_id__members_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `room_city_{slug}` */
+                room_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MembersOut"];
+                };
+            };
             /** @description No such resource */
             404: {
                 headers: {
@@ -1326,6 +1730,16 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MessageOut"][];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
                 };
             };
             /** @description No such resource */
@@ -1391,6 +1805,11 @@ export interface operations {
                      * @description idempotency key: the same one again returns the first message (200)
                      */
                     client_msg_id?: string | null;
+                    /**
+                     * Reply To
+                     * @description the id of the message this one replies to, in the same room (422 `invalid_reply_to`, 404 `reply_to_not_found`)
+                     */
+                    reply_to?: string | null;
                     /**
                      * User Id
                      * @description optional; if present it must be the token's user (else 403)
@@ -1487,6 +1906,431 @@ export interface operations {
                 headers: {
                     /** @description seconds to wait before retrying */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    delete_message_city_rooms__room_id__messages__message_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `room_city_{slug}` */
+                room_id: string;
+                /** @description `m_city_…` */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The token may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    edit_message_city_rooms__room_id__messages__message_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `room_city_{slug}` */
+                room_id: string;
+                /** @description `m_city_…` */
+                message_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EditMessageBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageOut"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The token may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    add_reaction_city_rooms__room_id__messages__message_id__reactions__key__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `room_city_{slug}` */
+                room_id: string;
+                /** @description `m_city_…` */
+                message_id: string;
+                /** @description the reaction: an emoji or short text, 1-64 characters, no control characters (percent-encoded in the path; 422 `invalid_reaction_key`) */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageOut"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    remove_reaction_city_rooms__room_id__messages__message_id__reactions__key__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `room_city_{slug}` */
+                room_id: string;
+                /** @description `m_city_…` */
+                message_id: string;
+                /** @description the reaction: an emoji or short text, 1-64 characters, no control characters (percent-encoded in the path; 422 `invalid_reaction_key`) */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageOut"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Over a per-user limit; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, Redis, a service) is unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    search_city_search_get: {
+        parameters: {
+            query: {
+                /** @description words (Ukrainian or English); websearch syntax: "a phrase", -excluded, or. Blank: 422 `empty_query`; longer than 256 characters (trimmed): 422 `query_too_long` */
+                q: string;
+                /** @description only this room (404 `room_not_found` if unknown) */
+                room_id?: string | null;
+                limit?: number;
+                /** @description the `next` of the previous page (422 `invalid_cursor` otherwise) */
+                before?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchPageOut"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body over the configured limit (CITY_MAX_REQUEST_BYTES) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The request is well formed but its values are not acceptable */
+            422: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

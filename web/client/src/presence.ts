@@ -162,7 +162,8 @@ export class PresenceHeartbeat {
       this.phase = "hidden";
     } else {
       this.phase = "running";
-      this.scheduleSend(0);
+      // At once, not on a timer: opening the page is what makes the user online.
+      void this.send();
     }
     return this;
   }

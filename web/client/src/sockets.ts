@@ -145,6 +145,7 @@ interface PendingSend {
   room_id: string;
   body: string;
   client_msg_id: string;
+  reply_to?: string;
 }
 
 export class RoomSocket extends ReconnectingSocket<RoomServerFrame, RoomClientFrame> {
@@ -175,11 +176,23 @@ export class RoomSocket extends ReconnectingSocket<RoomServerFrame, RoomClientFr
    * reconnect (same `client_msg_id`) until its `room.message` echo arrives.
    * Returns the `client_msg_id`.
    */
-  send(body: string, roomId: string = this.roomId, clientMsgId = newClientMsgId()): string {
-    const item = { room_id: roomId, body, client_msg_id: clientMsgId };
+  send(
+    body: string,
+    roomId: string = this.roomId,
+    clientMsgId = newClientMsgId(),
+    replyTo?: string,
+  ): string {
+    const item: PendingSend = { room_id: roomId, body, client_msg_id: clientMsgId };
+    if (replyTo) item.reply_to = replyTo;
     this.pending.set(clientMsgId, item);
     this.sendFrame({ event: "room.message.send", ...item });
     return clientMsgId;
+  }
+
+  /** Say whether the user is typing here (see `TypingNotifier` for the coalescing);
+   *  false when the socket is not open (nothing is queued: typing is ephemeral). */
+  typing(typing: boolean, roomId: string = this.roomId): boolean {
+    return this.sendFrame({ event: "room.typing", room_id: roomId, typing });
   }
 
   protected resubscribe(): void {

@@ -22,22 +22,56 @@ export type SecondMeAnswer = Schemas["InvokeOut"];
 export type SecondMeHistoryItem = Schemas["HistoryItemOut"];
 export type ApiErrorBody = Schemas["ErrorOut"];
 export type CreateRoomBody = Schemas["CreateRoomBody"];
+export type Attachment = Schemas["AttachmentOut"];
+export type Reaction = Schemas["ReactionOut"];
+export type RoomMemberOut = Schemas["MemberOut"];
+export type RoomMembers = Schemas["MembersOut"];
 
 export type PresenceStatus = "online" | "away" | "offline";
+/** Matrix users' presence keeps Matrix's names (`unavailable` is their `away`). */
+export type MatrixPresenceStatus = "online" | "unavailable" | "offline";
 
-// --- /ws/city/rooms/{room_id} (SPEC §7) --------------------------------------------
+/** Who did something in a room: a city user or a Matrix user (exactly one is set). */
+export type Actor = { user_id: string; matrix_user_id?: undefined } | { matrix_user_id: string; user_id?: undefined };
+
+// --- /ws/city/rooms/{room_id} (SPEC §7, §13; docs/asyncapi.yaml) -------------------
 
 export type RoomClientFrame =
   | { event: "room.join"; room_id: string }
   | { event: "room.leave"; room_id: string }
-  | { event: "room.message.send"; room_id: string; body: string; client_msg_id?: string }
+  | {
+      event: "room.message.send";
+      room_id: string;
+      body: string;
+      client_msg_id?: string;
+      reply_to?: string;
+    }
+  | { event: "room.typing"; room_id: string; typing: boolean }
   | { event: "ping" };
+
+export type RoomTypingFrame = { event: "room.typing"; room_id: string; typing: boolean } & Actor;
+/** `count` is the key's count after the change; `me` is not in frames (compare `user_id`). */
+export type RoomReactionFrame = {
+  event: "room.reaction";
+  room_id: string;
+  message_id: string;
+  key: string;
+  count: number;
+  added: boolean;
+} & Actor;
+export type RoomPresenceFrame =
+  | { event: "room.presence"; room_id: string; user_id: string; matrix_user_id?: undefined; status: PresenceStatus }
+  | { event: "room.presence"; room_id: string; matrix_user_id: string; user_id?: undefined; status: MatrixPresenceStatus };
 
 export type RoomServerFrame =
   | { event: "room.message"; room_id: string; message: Message }
+  | { event: "room.message_edited"; room_id: string; message: Message }
+  | { event: "room.message_deleted"; room_id: string; message_id: string }
+  | RoomReactionFrame
+  | RoomTypingFrame
   | { event: "room.join"; room_id: string; user_id: string }
   | { event: "room.leave"; room_id: string; user_id: string }
-  | { event: "room.presence"; room_id: string; user_id: string; status: PresenceStatus }
+  | RoomPresenceFrame
   | { event: "pong" }
   | { event: "error"; code: string; message: string };
 

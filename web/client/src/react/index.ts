@@ -4,4 +4,4 @@ export {
   type UsePresenceHeartbeatOptions,
 } from "./usePresenceHeartbeat.js";
 export { useCityRoom, asApiError, type CityRoomState, type RoomMember } from "./useCityRoom.js";
-export { MatrixChatRoom, type MatrixChatRoomProps } from "./MatrixChatRoom.js";
+export { DEFAULT_REACTIONS, MatrixChatRoom, formatSize, type MatrixChatRoomProps } from "./MatrixChatRoom.js";
