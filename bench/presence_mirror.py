@@ -70,6 +70,15 @@ async def _beat_all(http: httpx.AsyncClient, users: list[str]) -> float:
     return time.monotonic() - started
 
 
+def _busiest(samples: list[tuple[float, float]], span: float) -> float:
+    """The most PUTs counted within any `span` seconds of the samples."""
+    best = 0.0
+    for i, (t0, c0) in enumerate(samples):
+        inside = [c for t, c in samples[i:] if t - t0 <= span]
+        best = max(best, inside[-1] - c0)
+    return best
+
+
 async def _wait(predicate: Any, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -140,7 +149,12 @@ async def run(users: int, visible: int) -> dict[str, Any]:
                 before = (await gw.http.get("/metrics")).text
                 load_before = os.getloadavg()
                 started = time.monotonic()
-                await asyncio.sleep(REFRESH_SECONDS * PERIODS)
+                # The counter every second, for the busiest 20 s of the window.
+                samples: list[tuple[float, float]] = []
+                while (now := time.monotonic()) - started < REFRESH_SECONDS * PERIODS:
+                    text = (await gw.http.get("/metrics")).text
+                    samples.append((now, sum(_counters(text, _SENT_RE).values())))
+                    await asyncio.sleep(1.0)
                 elapsed = time.monotonic() - started
                 after = (await gw.http.get("/metrics")).text
                 load = os.getloadavg()
@@ -168,6 +182,7 @@ async def run(users: int, visible: int) -> dict[str, Any]:
             "elapsed": elapsed,
             "by_reason": by_reason,
             "total": sum(by_reason.values()),
+            "busiest": _busiest(samples, REFRESH_SECONDS),
             "sent_all": sum(sent_after.values()),
             "hidden": hidden_after,
             "registered": int(ghosts_registered),
@@ -185,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     r = asyncio.run(run(args.users, args.visible))
     per_period = r["total"] * REFRESH_SECONDS / r["elapsed"]
-    met = per_period <= TARGET_PER_PERIOD
+    met = r["busiest"] <= TARGET_PER_PERIOD
     reasons = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["by_reason"].items()) if v) or "none"
     hidden = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["hidden"].items())) or "none"
     load = " / ".join(f"{v:.2f}" for v in r["load"])
@@ -207,7 +222,8 @@ Element saw the {r["visible"]} ghosts online: the bridge's
 | | value |
 |---|---|
 | Synapse presence PUTs in {r["elapsed"]:.0f} s | {r["total"]:.0f} ({reasons}) |
-| **PUTs per 20 s** | **{per_period:.1f}** (target ≤ {TARGET_PER_PERIOD}: {"met" if met else "NOT met"}) |
+| PUTs per 20 s, average over the window | {per_period:.1f} |
+| **PUTs in the busiest 20 s** (counter sampled every second) | **{r["busiest"]:.0f}** (target ≤ {TARGET_PER_PERIOD}: {"met" if met else "NOT met"}) |
 | PUTs since start (transitions + first refreshes included) | {r["sent_all"]:.0f} |
 | presence updates not sent (ghost hidden), since start | {hidden} |
 | ghosts registered on Synapse / `matrix_ghosts` rows | {r["registered"]} / {r["rows"]} (of {r["users"]:,} online users) |
@@ -216,7 +232,8 @@ Element saw the {r["visible"]} ghosts online: the bridge's
 Before issue 13 every online ghost was refreshed once per period: {r["users"]:,} PUTs
 per 20 s for this city, and a ghost registered for each heartbeating user.
 Machine load (1/5/15 min) at the start of the window {load_before}, at its end {load}
-(Synapse, PostgreSQL, Redis, the gateway and the heartbeating client share the machine).
+(Synapse, PostgreSQL, Redis, the gateway and the heartbeating client share the machine;
+the PUT counts are counts, not timings — load stretches the heartbeat rounds, not them).
 """
     write_section("presence_mirror", body)
     print(body)

@@ -75,8 +75,8 @@ class Ghosts:
     async def known(self, user_id: str) -> bool:
         """One of our fixed users, or a ghost of a city user the city has seen.
 
-        "Seen" = the bridge has a row for the ghost: it registered it for a message or
-        a heartbeat, or mirrors its presence. Nothing else ever creates a ghost, so an
+        "Seen" = the bridge has a row for the ghost: it registered it for a message
+        (a heartbeat alone makes no row since issue 13). Nothing else ever creates a ghost, so an
         id Synapse merely asks about (an invite, a profile lookup) is not one.
         """
         if user_id in (self._names.bot, self._names.secondme):

@@ -9,12 +9,13 @@ room per hour. Only real Matrix users are kept: our ghosts, the bot and Second M
 are the city's own. Presence comes from the appservice's ephemeral `m.presence`
 events (bridge/ephemeral.py); a user we have not heard about is asked for once.
 
-Redis layout (under `CITY_REDIS_PREFIX`):
+Redis layout (under `CITY_REDIS_PREFIX`; `{matrix}` is a Redis Cluster hash tag, so
+every roster key lives in one slot):
 
-    matrix:members:{matrix room}   HASH  user id -> display name ("" when none)
-    matrix:seeded:{matrix room}    STR   set while the hash is fresh (TTL 1 h)
-    matrix:rooms_of:{user id}      SET   Matrix rooms the user is joined to
-    matrix:presence:{user id}      STR   online | unavailable | offline (TTL 1 day)
+    {matrix}:members:<matrix room>   HASH  user id -> display name ("" when none)
+    {matrix}:seeded:<matrix room>    STR   set while the hash is fresh (TTL 1 h)
+    {matrix}:rooms_of:<user id>      SET   Matrix rooms the user is joined to
+    {matrix}:presence:<user id>      STR   online | unavailable | offline (TTL 1 day)
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class MatrixRoster:
         self._db = db
         self._matrix = matrix
         self._names = names
-        self._p = f"{prefix}matrix:"
+        # One hash tag for every roster key: its pipelines and MGETs span several of
+        # them, which a Redis Cluster allows only within one slot (the roster is small:
+        # joined real Matrix users, not city users). Same layout on a single Redis.
+        self._p = f"{prefix}{{matrix}}:"
         self._ready = ready
         self._seeding: dict[str, asyncio.Future[None]] = {}
 

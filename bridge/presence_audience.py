@@ -8,7 +8,7 @@ in, the mirror sends a ghost's presence only while the ghost is **visible**:
 
     visible(ghost) = the ghost is joined to a Matrix room (matrix_memberships)
                      in which at least one real Matrix user is joined (the roster,
-                     bridge/members.py: `matrix:members:{room}`, real users only).
+                     bridge/members.py: `{matrix}:members:<room>`, real users only).
 
 The bridge joins a ghost to a bridged room when its city user first posts there
 (the outbox), or when something calls `Bridge.join`; a city user who is merely
