@@ -47,10 +47,17 @@ from typing import Any
 
 import asyncpg
 
+from bench.generate import (
+    MIGRATIONS,
+    add_admin_dsn,
+    apply_migrations,
+    bulk_load,
+    fresh_or_reused,
+    pct,
+    ulid_expr,
+)
 from bench.results import write_section
 
-ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = ROOT / "migrations"
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"  # its "history" section
 
 # --- The service's SQL, copied verbatim (imports are being moved; keep in sync) --------
@@ -95,27 +102,8 @@ FEED_LIMIT = 20
 
 TARGET_MS = 5.0
 
+
 # --- Data generation ------------------------------------------------------------------
-_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford, as ULIDs use
-
-
-def _b32_expr(value: str, chars: int) -> str:
-    """SQL text encoding the low 5*chars bits of bigint `value` in Crockford base32."""
-    parts = [
-        f"substr('{_B32}', ((({value}) >> {5 * (chars - 1 - i)}) & 31)::int + 1, 1)"
-        for i in range(chars)
-    ]
-    return " || ".join(parts)
-
-
-def _ulid_expr(ts: str, salt: str) -> str:
-    """A 26-char ULID: 48-bit ms of `ts`, then 80 pseudo-random bits from `salt`."""
-    ms = f"(extract(epoch from {ts}) * 1000)::bigint"
-    r1 = f"(hashtextextended({salt}, 1) & 1099511627775)"  # 40 bits
-    r2 = f"(hashtextextended({salt}, 2) & 1099511627775)"
-    return f"({_b32_expr(ms, 10)} || {_b32_expr(r1, 8)} || {_b32_expr(r2, 8)})"
-
-
 def _generate_sql(rows: int, rooms: int, days: float) -> str:
     """One batch: messages $1..$2 (1-based ordinal g) and their feed events.
 
@@ -140,14 +128,14 @@ with src as (
     from generate_series($1::bigint, $2::bigint) g
 ), m as (
     insert into city_room_messages (id, room_id, author_user_id, author_agent_id, body, created_at)
-    select 'm_city_' || {_ulid_expr("ts", "'m' || g")},
+    select 'm_city_' || {ulid_expr("ts", "'m' || g")},
            'room_city_r' || lpad(rank::text, 4, '0'),
            author_user_id, author_agent_id, body, ts
     from src order by g
     returning id, room_id, author_user_id, author_agent_id, body, created_at, seq
 )
 insert into city_feed_events (id, kind, room_id, user_id, agent_id, payload, created_at)
-select 'evt_city_' || {_ulid_expr("created_at", "'e' || id")},
+select 'evt_city_' || {ulid_expr("created_at", "'e' || id")},
        case when author_agent_id is null then 'room_message' else 'agent_reply' end,
        room_id, author_user_id, author_agent_id,
        jsonb_build_object('body', body, 'snippet', left(body, 140), 'source', 'city',
@@ -157,76 +145,23 @@ from m order by seq
 """
 
 
-async def _exists(admin: asyncpg.Connection, name: str) -> bool:
-    return bool(await admin.fetchval("select 1 from pg_database where datname = $1", name))
-
-
-async def _apply_migrations(conn: asyncpg.Connection) -> list[str]:
-    # Same bookkeeping as gateway/infra/migrate.py (was gateway/migrate.py).
-    await conn.execute(
-        """create table if not exists schema_migrations (
-               name text primary key,
-               applied_at timestamptz not null default now())"""
-    )
-    done = {r["name"] for r in await conn.fetch("select name from schema_migrations")}
-    applied = []
-    for path in sorted(p for p in MIGRATIONS.glob("*.sql") if p.name[:4].isdigit()):
-        if path.name in done:
-            continue
-        async with conn.transaction():
-            await conn.execute(path.read_text(encoding="utf-8"))
-            await conn.execute("insert into schema_migrations(name) values ($1)", path.name)
-        applied.append(path.name)
-    return applied
-
-
-async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    """Indexes of the two big tables that no constraint owns (safe to drop and rebuild)."""
-    rows = await conn.fetch(
-        """select i.indexrelid::regclass::text as name, pg_get_indexdef(i.indexrelid) as ddl
-           from pg_index i
-           where i.indrelid in ('city_room_messages'::regclass, 'city_feed_events'::regclass)
-             and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)"""
-    )
-    return [(r["name"], r["ddl"]) for r in rows]
-
-
 async def generate(
     conn: asyncpg.Connection, rows: int, rooms: int, days: float, batch: int
 ) -> float:
     t0 = time.perf_counter()
-    await conn.execute("set synchronous_commit = off")
-    await conn.execute("set maintenance_work_mem = '1GB'")
-    await conn.execute(
-        """insert into city_rooms (id, slug, name, is_default)
+    await bulk_load(
+        conn,
+        t0,
+        rooms_sql="""insert into city_rooms (id, slug, name, is_default)
            select 'room_city_r' || lpad(r::text, 4, '0'), 'r' || lpad(r::text, 4, '0'),
                   'Room ' || r, r = 0
            from generate_series(0, $1 - 1) r on conflict do nothing""",
-        rooms,
-    )
-    # Bulk load: without the per-row seq trigger (0004: it takes an advisory lock and a
-    # fresh nextval per row; inserts here are one ordered stream, so identity order is
-    # the same) and with secondary indexes rebuilt once afterwards.
-    indexes = await _secondary_indexes(conn)
-    await conn.execute(
-        "alter table city_room_messages disable trigger city_room_messages_ordered_seq"
-    )
-    for name, _ in indexes:
-        await conn.execute(f"drop index {name}")
-    sql = _generate_sql(rows, rooms, days)
-    done = 0
-    while done < rows:
-        hi = min(rows, done + batch)
-        await conn.execute(sql, done + 1, hi)
-        done = hi
-        el = time.perf_counter() - t0
-        print(f"  generated {done:,}/{rows:,} messages ({el:.0f} s)", flush=True)
-    for name, ddl in indexes:
-        t1 = time.perf_counter()
-        await conn.execute(ddl)
-        print(f"  index {name} rebuilt in {time.perf_counter() - t1:.1f} s", flush=True)
-    await conn.execute(
-        "alter table city_room_messages enable trigger city_room_messages_ordered_seq"
+        rooms=rooms,
+        batch_sql=_generate_sql(rows, rooms, days),
+        batch_args=(),
+        rows=rows,
+        batch=batch,
+        unit=" messages",
     )
     t1 = time.perf_counter()
     # Production tables are autovacuumed; a fresh bulk load is not yet.
@@ -238,17 +173,12 @@ async def generate(
 
 
 # --- Measuring ------------------------------------------------------------------------
-def _pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
-
-
 def _summary(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
-        "p50": _pct(values, 50),
-        "p95": _pct(values, 95),
-        "p99": _pct(values, 99),
+        "p50": pct(values, 50),
+        "p95": pct(values, 95),
+        "p99": pct(values, 99),
         "max": max(values),
         "mean": statistics.fmean(values),
     }
@@ -571,10 +501,7 @@ async def main() -> int:
     ap.add_argument("--batch", type=int, default=250_000)
     ap.add_argument("--queries", type=int, default=3000)
     ap.add_argument("--db", default="city_bench_history")
-    ap.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    add_admin_dsn(ap)
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument(
         "--reuse", action="store_true", help="reuse an existing database with --rows messages"
@@ -601,23 +528,11 @@ async def main() -> int:
     dsn = args.admin_dsn.rsplit("/", 1)[0] + "/" + args.db
     gen_seconds = None
     try:
-        exists = await _exists(admin, args.db)
-        reuse = False
-        if exists and args.reuse:
-            conn = await asyncpg.connect(dsn)
-            have = await conn.fetchval("select count(*) from city_room_messages")
-            reuse = have == args.rows
-            if not reuse:
-                print(f"{args.db} holds {have:,} messages, not {args.rows:,}: regenerating")
-            await conn.close()
-        if not reuse:
-            if exists:
-                await admin.execute(f'drop database "{args.db}" with (force)')
-            await admin.execute(f'create database "{args.db}"')
+        reuse = await fresh_or_reused(admin, dsn, args.db, args.rows, args.reuse, say_why=True)
         conn = await asyncpg.connect(dsn)
         try:
             if not reuse:
-                applied = await _apply_migrations(conn)
+                applied = await apply_migrations(conn)
                 print(f"migrations: {', '.join(applied)}")
                 gen_seconds = await generate(conn, args.rows, args.rooms, args.days, args.batch)
                 await conn.execute(

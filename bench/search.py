@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import sys
@@ -36,7 +35,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.history import _apply_migrations, _secondary_indexes, _ulid_expr
+from bench.generate import (
+    add_admin_dsn,
+    apply_migrations,
+    bulk_load,
+    fresh_or_reused,
+    pct,
+    ulid_expr,
+)
 from bench.results import write_section
 from gateway.core.search import SearchService
 from gateway.core.storage import search as search_sql
@@ -108,7 +114,7 @@ def _generate_sql(rows: int, rooms: int, days: float) -> str:
     user = "case when g % 10 = 0 then null else 'u_' || (hashtextextended('u' || g, 5) & 65535) end"
     return f"""
 insert into city_room_messages (id, room_id, author_user_id, author_matrix_id, body, created_at)
-select 'm_city_' || {_ulid_expr(ts, "'m' || g")},
+select 'm_city_' || {ulid_expr(ts, "'m' || g")},
        'room_city_r' || lpad(({rank})::text, 4, '0'), {user}, {matrix}, {body}, {ts}
 from generate_series($1::bigint, $2::bigint) g
 order by g
@@ -117,33 +123,18 @@ order by g
 
 async def generate(conn: asyncpg.Connection, rows: int, rooms: int, batch: int) -> float:
     t0 = time.perf_counter()
-    await conn.execute("set synchronous_commit = off")
-    await conn.execute("set maintenance_work_mem = '1GB'")
-    await conn.execute(
-        """insert into city_rooms (id, slug, name)
+    await bulk_load(
+        conn,
+        t0,
+        rooms_sql="""insert into city_rooms (id, slug, name)
            select 'room_city_r' || lpad(r::text, 4, '0'), 'r' || lpad(r::text, 4, '0'), 'Room ' || r
            from generate_series(0, $1 - 1) r""",
-        rooms,
-    )
-    indexes = await _secondary_indexes(conn)
-    await conn.execute(
-        "alter table city_room_messages disable trigger city_room_messages_ordered_seq"
-    )
-    for name, _ in indexes:
-        await conn.execute(f"drop index {name}")
-    sql = _generate_sql(rows, rooms, days=30.0)
-    done = 0
-    while done < rows:
-        hi = min(rows, done + batch)
-        await conn.execute(sql, done + 1, hi, UK_WORDS, EN_WORDS, RARE_WORDS)
-        done = hi
-        print(f"  generated {done:,}/{rows:,} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    for name, ddl in indexes:
-        t1 = time.perf_counter()
-        await conn.execute(ddl)
-        print(f"  index {name} rebuilt in {time.perf_counter() - t1:.1f} s", flush=True)
-    await conn.execute(
-        "alter table city_room_messages enable trigger city_room_messages_ordered_seq"
+        rooms=rooms,
+        batch_sql=_generate_sql(rows, rooms, days=30.0),
+        batch_args=(UK_WORDS, EN_WORDS, RARE_WORDS),
+        rows=rows,
+        batch=batch,
+        unit="",
     )
     await conn.execute("vacuum (analyze) city_room_messages")
     await conn.execute("vacuum (analyze) city_rooms")
@@ -152,11 +143,6 @@ async def generate(conn: asyncpg.Connection, rows: int, rooms: int, batch: int) 
 
 def _load() -> str:
     return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def _pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def _frequencies(conn: asyncpg.Connection, words: list[str]) -> dict[str, int]:
@@ -253,10 +239,7 @@ async def main() -> int:
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=25)
     ap.add_argument("--db", default="city_bench_search")
-    ap.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    add_admin_dsn(ap)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--no-write", action="store_true")
@@ -268,20 +251,11 @@ async def main() -> int:
     dsn = args.admin_dsn.rsplit("/", 1)[0] + "/" + args.db
     gen_s: float | None = None
     try:
-        exists = bool(await admin.fetchval("select 1 from pg_database where datname=$1", args.db))
-        reuse = False
-        if exists and args.reuse:
-            c = await asyncpg.connect(dsn)
-            reuse = await c.fetchval("select count(*) from city_room_messages") == args.rows
-            await c.close()
-        if not reuse:
-            if exists:
-                await admin.execute(f'drop database "{args.db}" with (force)')
-            await admin.execute(f'create database "{args.db}"')
+        reuse = await fresh_or_reused(admin, dsn, args.db, args.rows, args.reuse)
         conn = await asyncpg.connect(dsn)
         try:
             if not reuse:
-                print("migrations:", ", ".join(await _apply_migrations(conn)), flush=True)
+                print("migrations:", ", ".join(await apply_migrations(conn)), flush=True)
                 gen_s = await generate(conn, args.rows, args.rooms, args.batch)
                 print(f"generated {args.rows:,} messages in {gen_s:.0f} s", flush=True)
             rooms = [r["id"] for r in await conn.fetch("select id from city_rooms order by id")]
@@ -323,11 +297,11 @@ async def main() -> int:
     ]
     for kind, vs in stats.items():
         lines.append(
-            f"| {kind} | {len(vs)} | {_pct(vs, 50):.1f} | {_pct(vs, 99):.1f} | {max(vs):.1f} |"
+            f"| {kind} | {len(vs)} | {pct(vs, 50):.1f} | {pct(vs, 99):.1f} | {max(vs):.1f} |"
         )
     lines.append(
-        f"| **all** | | | {len(everything)} | **{_pct(everything, 50):.1f}** |"
-        f" **{_pct(everything, 99):.1f}** | {max(everything):.1f} |"
+        f"| **all** | | | {len(everything)} | **{pct(everything, 50):.1f}** |"
+        f" **{pct(everything, 99):.1f}** | {max(everything):.1f} |"
     )
     lines += [
         "",
@@ -361,7 +335,7 @@ async def main() -> int:
     print(text)
     if not args.no_write:
         write_section("search", text)
-    ok = _pct(everything, 50) <= TARGET_P50_MS and _pct(everything, 99) <= TARGET_P99_MS
+    ok = pct(everything, 50) <= TARGET_P50_MS and pct(everything, 99) <= TARGET_P99_MS
     print("TARGETS MET" if ok else "TARGETS MISSED")
     return 0
 

@@ -22,6 +22,8 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from bridge.ephemeral import STABLE as EPHEMERAL_STABLE
+from bridge.ephemeral import UNSTABLE as EPHEMERAL_UNSTABLE
 from bridge.ephemeral import ephemeral_events
 from bridge.matrix import MatrixError, MatrixUnavailable
 from bridge.service import Bridge
@@ -113,6 +115,9 @@ async def transaction(txn_id: str, request: Request) -> Response:
     events = body.get("events", [])
     if not isinstance(events, list):
         return _error(400, "M_BAD_JSON", "events must be a list")
+    for name in (EPHEMERAL_STABLE, EPHEMERAL_UNSTABLE):
+        if name in body and not isinstance(body[name], list):
+            return _error(400, "M_BAD_JSON", f"{name} must be a list")
     # receive() commits every event before returning: only then is the 200 safe.
     stored = await bridge.inbox.receive(events)
     # Typing and presence (bridge/ephemeral.py): after the timeline, so a join in this

@@ -238,19 +238,27 @@ class OutboxSender:
             await learn_target_event(conn, message_id=head.message_id, event_id=event_id)
         return True
 
+    def _retry_unless_refused(
+        self, exc: MatrixUnavailable | MatrixError, head: storage.OutboxRow
+    ) -> None:
+        """Raise `_Retry` when Synapse is unavailable, the error is transient, or it is
+        one of the first few refusals (a room that another process is still creating
+        refuses joins until its join rule is set); return for a refusal to give up on."""
+        if isinstance(exc, MatrixUnavailable):
+            self._synapse_down = True
+            raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
+        if exc.transient or head.attempts + 1 < _REFUSED_ATTEMPTS:
+            delay = None
+            if exc.retry_after_ms is not None:
+                delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
+            raise _Retry(str(exc), delay, exc.maybe_applied) from None
+
     async def _deliver_change(self, conn: asyncpg.Connection, head: storage.OutboxRow) -> None:
         """An edit, redaction or reaction; failures are retried as for messages."""
         try:
             await self.changes.deliver(conn, head)
-        except MatrixUnavailable as exc:
-            self._synapse_down = True
-            raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
-        except MatrixError as exc:
-            if exc.transient or head.attempts + 1 < _REFUSED_ATTEMPTS:
-                delay = None
-                if exc.retry_after_ms is not None:
-                    delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
-                raise _Retry(str(exc), delay, exc.maybe_applied) from None
+        except (MatrixUnavailable, MatrixError) as exc:
+            self._retry_unless_refused(exc, head)
             log.error(
                 "outbox %s of %s dropped: Synapse refused it: %s", head.kind, head.message_id, exc
             )
@@ -283,17 +291,8 @@ class OutboxSender:
                 await self._ghosts.forget_membership(sender, matrix_room_id)
                 await self._ghosts.ensure_joined(sender, matrix_room_id)
                 event_id = await self._send(matrix_room_id, sender, message)
-        except MatrixUnavailable as exc:
-            self._synapse_down = True
-            raise _Retry(_UNAVAILABLE + str(exc), None, exc.maybe_applied) from None
-        except MatrixError as exc:
-            if exc.transient or head.attempts + 1 < _REFUSED_ATTEMPTS:
-                # Also a refusal, a few times: a room that another process is still
-                # creating refuses joins until its join rule is set.
-                delay = None
-                if exc.retry_after_ms is not None:
-                    delay = exc.retry_after_ms / 1000 * random.uniform(1.0, 1.2)
-                raise _Retry(str(exc), delay, exc.maybe_applied) from None
+        except (MatrixUnavailable, MatrixError) as exc:
+            self._retry_unless_refused(exc, head)
             # A 4xx that keeps coming would hold the room's head forever and stop the
             # whole room, so the message stays city-only and we say so loudly.
             log.error("outbox %s dropped: Synapse refused it: %s", message.id, exc)

@@ -8,11 +8,11 @@ for Matrix by the core (gateway.core.message_changes, gateway.core.reactions).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from gateway.core.auth import bearer_from_header, decode_user_token
+from gateway.core.auth import Principal, bearer_from_header, decode_user_token
 from gateway.http.deps import CurrentUser, RuntimeDep, Services
 from gateway.http.responses import JSONResponse
 from gateway.http.schemas import (
@@ -35,6 +35,8 @@ KeyPath = Annotated[
         description="the reaction: an emoji or short text, 1-64 characters, no control "
         "characters (percent-encoded in the path; 422 `invalid_reaction_key`)",
         examples=["👍"],
+        # What gateway/core/reactions.py accepts: not blank, no C0/C1 controls.
+        json_schema_extra={"pattern": r"^(?=.*\S)[^\u0000-\u001f\u007f-\u009f]{1,64}$"},
     ),
 ]
 
@@ -46,7 +48,7 @@ _REACTION = _MESSAGE + "/reactions/{key:path}"
 @router.patch(
     _MESSAGE,
     response_model=MessageOut,
-    responses=error_responses(401, 403, 404, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 422, 429, 503),
     dependencies=[USER_TOKEN],
 )
 async def edit_message(
@@ -83,12 +85,23 @@ async def delete_message(
     return Response(status_code=204)
 
 
-@router.put(
-    _REACTION,
-    response_model=MessageOut,
-    responses=error_responses(401, 404, 422, 429, 503),
-    dependencies=[USER_TOKEN],
-)
+_REACTION_ROUTE: dict[str, Any] = {
+    "response_model": MessageOut,
+    "responses": error_responses(401, 404, 422, 429, 503),
+    "dependencies": [USER_TOKEN],
+}
+
+
+async def _change_reaction(
+    rt: Services, room_id: str, message_id: str, key: str, user: Principal, *, added: bool
+) -> JSONResponse:
+    assert user.user_id is not None
+    change = rt.reactions.react if added else rt.reactions.unreact
+    message = await change(room_id, message_id, key, user.user_id)
+    return JSONResponse(message.as_json())
+
+
+@router.put(_REACTION, **_REACTION_ROUTE)
 async def add_reaction(
     room_id: RoomIdPath, message_id: MessageIdPath, key: KeyPath, user: CurrentUser, rt: RuntimeDep
 ) -> JSONResponse:
@@ -96,17 +109,10 @@ async def add_reaction(
 
     Announced as `room.reaction` (`added: true`); an `m.reaction` in Matrix.
     """
-    assert user.user_id is not None
-    message = await rt.reactions.react(room_id, message_id, key, user.user_id)
-    return JSONResponse(message.as_json())
+    return await _change_reaction(rt, room_id, message_id, key, user, added=True)
 
 
-@router.delete(
-    _REACTION,
-    response_model=MessageOut,
-    responses=error_responses(401, 404, 422, 429, 503),
-    dependencies=[USER_TOKEN],
-)
+@router.delete(_REACTION, **_REACTION_ROUTE)
 async def remove_reaction(
     room_id: RoomIdPath, message_id: MessageIdPath, key: KeyPath, user: CurrentUser, rt: RuntimeDep
 ) -> JSONResponse:
@@ -114,9 +120,7 @@ async def remove_reaction(
 
     Announced as `room.reaction` (`added: false`); its `m.reaction` is redacted.
     """
-    assert user.user_id is not None
-    message = await rt.reactions.unreact(room_id, message_id, key, user.user_id)
-    return JSONResponse(message.as_json())
+    return await _change_reaction(rt, room_id, message_id, key, user, added=False)
 
 
 def optional_viewer(request: Request, rt: Services) -> str | None:

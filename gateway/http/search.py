@@ -87,7 +87,8 @@ async def search(
     """A bearer token is optional, as for room history; with one (it must be valid:
     else 401), reactions' `me` is relative to its user."""
     viewer = optional_viewer(request, rt)
-    page = await rt.search.search(q, room_id=room_id, limit=limit, before=before)
+    # An empty `before` is no cursor (a client that sends `before=` for page one).
+    page = await rt.search.search(q, room_id=room_id, limit=limit, before=before or None)
     messages = await rt.reactions.attach([hit.message for hit in page.results], viewer)
     return JSONResponse(
         {

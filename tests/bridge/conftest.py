@@ -13,6 +13,7 @@ import asyncio
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,30 @@ def process_on_port(settings: Settings, port: int) -> GatewayProcess:
     return proc
 
 
+async def bridge_ready(gw: GatewayProcess) -> bool:
+    checks = (await gw.http.get("/readyz")).json()["checks"]
+    return bool(checks.get("synapse") == "ok")
+
+
+@asynccontextmanager
+async def two_processes(
+    env: BridgeEnv, **extra: Any
+) -> AsyncIterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two bridged `city-gateway serve` processes sharing one database, both
+    connected to Synapse: the first on the port Synapse pushes transactions to,
+    the second elsewhere. Stopped on exit."""
+    settings = env.settings(**extra)
+    a = process_on_port(settings, env.gateway_port)
+    b = process_on_port(settings, free_port())
+    await asyncio.gather(a.start(), b.start())
+    try:
+        await wait_until(lambda: bridge_ready(a), timeout=30, interval=0.2)
+        await wait_until(lambda: bridge_ready(b), timeout=30, interval=0.2)
+        yield a, b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
 StartBridged = Callable[..., Awaitable[PortGateway]]
 
 
@@ -216,8 +241,8 @@ def city_body(event: dict[str, Any]) -> str | None:
     return body if isinstance(body, str) else None
 
 
-async def matrix_history(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
-    """Every m.room.message in a Matrix room, oldest first (read as the bot)."""
+async def timeline(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
+    """Every event of a Matrix room, oldest first (read as the bot)."""
     events: list[dict[str, Any]] = []
     params: dict[str, str] = {"dir": "f", "limit": "1000"}
     async with httpx.AsyncClient(base_url=env.hs.base_url, timeout=30) as http:
@@ -229,10 +254,15 @@ async def matrix_history(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
             )
             assert resp.status_code == 200, resp.text
             body = resp.json()
-            events.extend(e for e in body["chunk"] if e.get("type") == "m.room.message")
+            events.extend(body["chunk"])
             if not body["chunk"] or "end" not in body:
                 return events
             params["from"] = body["end"]
+
+
+async def matrix_history(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
+    """Every m.room.message in a Matrix room, oldest first (read as the bot)."""
+    return [e for e in await timeline(env, room_id) if e.get("type") == "m.room.message"]
 
 
 def city_ids_in(events: list[dict[str, Any]], wanted: set[str]) -> list[str]:

@@ -14,17 +14,17 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import httpx
 
 from tests.bridge.conftest import (
     BridgeEnv,
     Element,
     MakeElement,
     PortGateway,
-    process_on_port,
+    timeline,
+    two_processes,
 )
 from tests.bridge.test_outages import synapse_back  # noqa: F401
-from tests.servers import Gateway, GatewayProcess, free_port, wait_until
+from tests.servers import Gateway, wait_until
 
 GENERAL = "room_city_general"
 
@@ -57,25 +57,6 @@ async def matrix_room(gw: Gateway, room_id: str = GENERAL) -> str:
     room = (await gw.http.get(f"/city/rooms/{room_id}")).json()["room"]
     matrix_room_id: str = room["matrix_room_id"]
     return matrix_room_id
-
-
-async def timeline(env: BridgeEnv, room_id: str) -> list[dict[str, Any]]:
-    """Every event of a Matrix room, oldest first (read as the bot)."""
-    events: list[dict[str, Any]] = []
-    params: dict[str, str] = {"dir": "f", "limit": "1000"}
-    async with httpx.AsyncClient(base_url=env.hs.base_url, timeout=30) as http:
-        while True:
-            resp = await http.get(
-                f"/_matrix/client/v3/rooms/{room_id}/messages",
-                params=params,
-                headers=env.hs.as_headers,
-            )
-            assert resp.status_code == 200, resp.text
-            body = resp.json()
-            events.extend(body["chunk"])
-            if not body["chunk"] or "end" not in body:
-                return events
-            params["from"] = body["end"]
 
 
 async def event_of(db: asyncpg.Connection, message_id: str) -> str:
@@ -124,11 +105,6 @@ async def element_sees(
 
     result: dict[str, Any] = await wait_until(found, timeout=timeout, interval=0)
     return result
-
-
-async def bridge_ready(gw: GatewayProcess) -> bool:
-    checks = (await gw.http.get("/readyz")).json()["checks"]
-    return bool(checks.get("synapse") == "ok")
 
 
 # --- tests -----------------------------------------------------------------------------
@@ -186,13 +162,7 @@ async def test_element_cannot_edit_a_city_message(
 async def test_two_processes_send_each_change_once(
     clean: None, bridge_env: BridgeEnv, db: asyncpg.Connection
 ) -> None:
-    settings = bridge_env.settings()
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env) as (a, b):
         ids = [await post((a, b)[i % 2], "u_pair", f"version 0 of {i}") for i in range(6)]
         # Changes through both processes, several per message, right after posting
         # (some before the message itself has reached Matrix).
@@ -236,8 +206,6 @@ async def test_two_processes_send_each_change_once(
                 p > events.index(next(e for e in events if e["event_id"] == target))
                 for p in positions
             )
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
 
 
 async def test_changes_queued_while_synapse_is_down_arrive_once_in_order(

@@ -9,7 +9,6 @@ real Synapse) posts, edits and redacts; a socket on each process gets
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,14 +16,9 @@ import asyncpg
 import nio
 
 from tests.adapters.test_nats_bus import Stream, bus_settings, stream  # noqa: F401
-from tests.bridge.conftest import BridgeEnv, MakeElement, process_on_port
+from tests.bridge.conftest import BridgeEnv, MakeElement, two_processes
 from tests.realtime.test_ws_rooms import GENERAL, Client, client, post_rest
-from tests.servers import GatewayProcess, free_port, wait_until
-
-
-async def _bridge_ready(gw: GatewayProcess) -> bool:
-    checks = (await gw.http.get("/readyz")).json()["checks"]
-    return bool(checks.get("synapse") == "ok")
+from tests.servers import wait_until
 
 
 def _frames(c: Client, event: str) -> list[dict[str, Any]]:
@@ -47,13 +41,7 @@ async def test_matrix_edit_and_redaction_reach_sockets_and_nats_once(
     stream: Stream,  # noqa: F811
     db: asyncpg.Connection,
 ) -> None:
-    settings = bridge_env.settings(**bus_settings(stream))
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: _bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: _bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env, **bus_settings(stream)) as (a, b):
         alice = await element()
         general = await alice.join(bridge_env.alias("general"))
         async with AsyncExitStack() as stack:
@@ -127,5 +115,3 @@ async def test_matrix_edit_and_redaction_reach_sockets_and_nats_once(
             "room_id": GENERAL,
             "message_id": message_id,
         }
-    finally:
-        await asyncio.gather(a.stop(), b.stop())

@@ -19,21 +19,25 @@ from urllib.parse import quote
 import asyncpg
 import nio
 
-from tests.bridge.conftest import BridgeEnv, MakeElement, PortGateway, process_on_port
+from tests.bridge.conftest import (
+    BridgeEnv,
+    MakeElement,
+    PortGateway,
+    timeline,
+    two_processes,
+)
 from tests.bridge.test_city_edits import (
     GENERAL,
-    bridge_ready,
     element_sees,
     event_of,
     matrix_room,
     outbox_empty,
     post,
     redactions,
-    timeline,
 )
 from tests.bridge.test_hardening_redactions import _push, _redaction
 from tests.realtime.test_ws_rooms import client
-from tests.servers import Gateway, free_port, wait_until
+from tests.servers import Gateway, wait_until
 
 
 def _url(message_id: str, key: str) -> str:
@@ -144,13 +148,7 @@ async def test_element_reactions_reach_the_city_and_only_the_reactor_removes_the
 async def test_city_reactions_reach_matrix_once_from_two_processes(
     clean: None, bridge_env: BridgeEnv, db: asyncpg.Connection
 ) -> None:
-    settings = bridge_env.settings()
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env) as (a, b):
         async with AsyncExitStack() as stack:
             on_a = await stack.enter_async_context(client(a, "u_watch_a"))
             on_b = await stack.enter_async_context(client(b, "u_watch_b"))
@@ -204,5 +202,3 @@ async def test_city_reactions_reach_matrix_once_from_two_processes(
             assert {e["content"]["m.relates_to"]["key"] for e in on_it} == {"👍"}
         stored = await db.fetch("select matrix_event_id from city_message_reactions")
         assert sorted(r["matrix_event_id"] for r in stored) == sorted(e["event_id"] for e in live)
-    finally:
-        await asyncio.gather(a.stop(), b.stop())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Awaitable
 from typing import Any
@@ -20,7 +19,7 @@ from tests.bridge.conftest import (
     Element,
     MakeElement,
     StartBridged,
-    process_on_port,
+    two_processes,
 )
 from tests.fake_agents_core import FakeAgentsCore
 from tests.secondme_fixtures import (
@@ -29,7 +28,7 @@ from tests.secondme_fixtures import (
     invoke_request,
     secondme_settings,
 )
-from tests.servers import Gateway, GatewayProcess, free_port, wait_until
+from tests.servers import Gateway, wait_until
 
 
 async def open_dm(alice: Element, env: BridgeEnv) -> str:
@@ -259,11 +258,6 @@ async def test_mention_in_a_bridged_room_is_answered_on_both_sides(
 # --- exactly once with two processes and re-sent transactions --------------------------
 
 
-async def _bridge_ready(gw: GatewayProcess) -> bool:
-    checks = (await gw.http.get("/readyz")).json()["checks"]
-    return bool(checks.get("synapse") == "ok")
-
-
 async def test_one_reply_each_with_two_processes_and_resent_transactions(
     clean: None,
     bridge_env: BridgeEnv,
@@ -271,15 +265,9 @@ async def test_one_reply_each_with_two_processes_and_resent_transactions(
     fake: FakeAgentsCore,
     db: asyncpg.Connection,
 ) -> None:
-    settings = bridge_env.settings(**secondme_settings(fake))
     # `a` is where Synapse pushes transactions; `b` another process behind the same
     # balancer (it sends outbox rows and sweeps claims too).
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: _bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: _bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env, **secondme_settings(fake)) as (a, b):
         alice = await element()
         dm = await open_dm(alice, bridge_env)
         general = await alice.join(bridge_env.alias("general"))
@@ -321,5 +309,3 @@ async def test_one_reply_each_with_two_processes_and_resent_transactions(
             )
             == 2
         )
-    finally:
-        await asyncio.gather(a.stop(), b.stop())

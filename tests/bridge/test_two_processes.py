@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 
 import asyncpg
 
-from tests.bridge.conftest import BridgeEnv, process_on_port
+from tests.bridge.conftest import BridgeEnv, two_processes
 from tests.bridge.test_outages import assert_delivered_once_in_order
-from tests.servers import GatewayProcess, free_port, wait_until
+from tests.servers import GatewayProcess
 
 
 async def _sent_by(gw: GatewayProcess) -> int:
@@ -19,22 +18,10 @@ async def _sent_by(gw: GatewayProcess) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-async def _bridge_ready(gw: GatewayProcess) -> bool:
-    checks = (await gw.http.get("/readyz")).json()["checks"]
-    return bool(checks.get("synapse") == "ok")
-
-
 async def test_two_processes_drain_one_outbox(
     clean: None, bridge_env: BridgeEnv, db: asyncpg.Connection
 ) -> None:
-    settings = bridge_env.settings()
-    # The first listens where Synapse pushes transactions; the second elsewhere.
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: _bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: _bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env) as (a, b):
         slugs = [f"p{secrets.token_hex(3)}"]
         for slug in slugs:
             resp = await a.http.post(
@@ -65,20 +52,12 @@ async def test_two_processes_drain_one_outbox(
         sent_a, sent_b = await _sent_by(a), await _sent_by(b)
         assert sent_a + sent_b == 60, (sent_a, sent_b)  # no message was sent twice
         assert sent_a > 0 and sent_b > 0, (sent_a, sent_b)  # both did their share
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
 
 
 async def test_a_process_dying_mid_send_loses_nothing(
     clean: None, bridge_env: BridgeEnv, db: asyncpg.Connection
 ) -> None:
-    settings = bridge_env.settings()
-    a = process_on_port(settings, bridge_env.gateway_port)
-    b = process_on_port(settings, free_port())
-    await asyncio.gather(a.start(), b.start())
-    try:
-        await wait_until(lambda: _bridge_ready(a), timeout=30, interval=0.2)
-        await wait_until(lambda: _bridge_ready(b), timeout=30, interval=0.2)
+    async with two_processes(bridge_env) as (a, b):
         rooms = ["room_city_general", "room_city_welcome"]
         posted: dict[str, list[str]] = {r: [] for r in rooms}
         for i in range(40):
@@ -103,5 +82,3 @@ async def test_a_process_dying_mid_send_loses_nothing(
             assert resp.status_code == 201
             posted[room].append(resp.json()["id"])
         await assert_delivered_once_in_order(bridge_env, a, db, posted)
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
