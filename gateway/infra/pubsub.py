@@ -230,8 +230,11 @@ class RedisSubscriber:
                     self._sent.clear()
                     self._acked.clear()
                     channels = sorted(self._handlers)
-                    for i in range(0, len(channels), _SUBSCRIBE_CHUNK):
-                        chunk = channels[i : i + _SUBSCRIBE_CHUNK]
+                    # SSUBSCRIBE takes channels of one slot only (else CROSSSLOT, and
+                    # this loop would reconnect forever): one channel per command there.
+                    step = 1 if self._cmd_sub == "SSUBSCRIBE" else _SUBSCRIBE_CHUNK
+                    for i in range(0, len(channels), step):
+                        chunk = channels[i : i + step]
                         await conn.send_command(self._cmd_sub, *chunk, check_health=False)
                         for channel in chunk:
                             self._sent[channel] = 1
